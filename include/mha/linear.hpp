@@ -1,0 +1,201 @@
+#pragma once
+/// \file linear.hpp
+/// `Linear`, PyTorch's `nn.Linear`, and `InProjection`, the query/key/value projections of
+/// multi-head attention.
+///
+/// Weight convention (PyTorch's, so a state_dict loads as it is): a layer mapping `in` features
+/// to `out` features stores `weight` as `[out, in]` and `bias` as `[out]`, and computes
+/// `y = x weight^T + bias` for `x` of shape `[tokens, in]`.
+
+#include <string>
+#include <utility>
+
+#include "types.hpp"
+
+namespace mha {
+
+/// `y = x W^T + b`, with `W` `[out, in]` and an optional `b` `[out]` (PyTorch `nn.Linear`).
+/// Cost: one GEMM, `2 * tokens * in * out` FLOPs.
+template <class Scalar_>
+class Linear {
+ public:
+  using Scalar = Scalar_;
+
+  Linear() = default;
+
+  /// A zero-initialised layer `in_features -> out_features`.
+  Linear(Index in_features, Index out_features, bool bias = true) {
+    if (in_features <= 0 || out_features <= 0)
+      MHA_THROW(shape_error, "[mha.shape] Linear: expected positive [out, in], got " +
+                                 detail::shape_string(out_features, in_features));
+    m_weight = Matrix<Scalar>::Zero(out_features, in_features);
+    if (bias) m_bias = RowVector<Scalar>::Zero(out_features);
+    m_has_bias = bias;
+  }
+
+  Index in_features() const { return m_weight.cols(); }
+  Index out_features() const { return m_weight.rows(); }
+  bool has_bias() const { return m_has_bias; }
+
+  /// `[out, in]`.
+  const Matrix<Scalar>& weight() const { return m_weight; }
+  /// `[out]`; empty when the layer has no bias.
+  const RowVector<Scalar>& bias() const { return m_bias; }
+
+  /// Replaces the weight; `weight` must be `[out, in]` of this layer.
+  void set_weight(const ConstMatrixRef<Scalar>& weight) {
+    detail::check_shape("Linear weight", out_features(), in_features(), weight.rows(),
+                        weight.cols());
+    m_weight = weight;
+  }
+
+  /// Replaces the bias; `bias` must be `[out]` and the layer must have one.
+  void set_bias(const ConstRowVectorRef<Scalar>& bias) {
+    if (!m_has_bias) MHA_THROW(argument_error, "[mha.argument] Linear: layer was built without bias");
+    detail::check_shape("Linear bias", 1, out_features(), 1, bias.size());
+    m_bias = bias;
+  }
+
+  /// `x [tokens, in] -> [tokens, out]`.
+  Matrix<Scalar> forward(const ConstMatrixRef<Scalar>& x) const {
+    Matrix<Scalar> y(x.rows(), out_features());
+    forward(x, y);
+    return y;
+  }
+
+  /// Writes `x W^T + b` into `y [tokens, out]` (caller memory, no allocation).
+  void forward(const ConstMatrixRef<Scalar>& x, MatrixRef<Scalar> y) const {
+    detail::check_shape("Linear input", -1, in_features(), x.rows(), x.cols());
+    detail::check_shape("Linear output", x.rows(), out_features(), y.rows(), y.cols());
+    y.noalias() = x * m_weight.transpose();
+    if (m_has_bias) y.rowwise() += m_bias;
+  }
+
+ private:
+  Matrix<Scalar> m_weight;  // [out, in]
+  RowVector<Scalar> m_bias;  // [out], empty without bias
+  bool m_has_bias = false;
+};
+
+/// The query, key and value projections of multi-head attention, with PyTorch's storage:
+/// `W_Q [E, E]`, `W_K [E, kdim]`, `W_V [E, vdim]` and one packed bias `[3E]` (`b_Q, b_K, b_V`).
+///
+/// When `kdim == vdim == E` the three weights are stored packed, as PyTorch's `in_proj_weight`
+/// `[3E, E]` (rows `[0, E)` are W_Q, `[E, 2E)` W_K, `[2E, 3E)` W_V), so that self-attention
+/// projects with one GEMM `x in_proj_weight^T -> [tokens, 3E]` instead of three.
+template <class Scalar_>
+class InProjection {
+ public:
+  using Scalar = Scalar_;
+
+  InProjection() = default;
+
+  /// A zero-initialised projection; kdim and vdim are the key and value feature counts.
+  InProjection(Index embed_dim, Index kdim, Index vdim, bool bias = true)
+      : m_embed_dim(embed_dim), m_kdim(kdim), m_vdim(vdim), m_has_bias(bias) {
+    if (embed_dim <= 0 || kdim <= 0 || vdim <= 0)
+      MHA_THROW(shape_error, "[mha.shape] InProjection: expected positive [embed_dim, kdim, vdim], got " +
+                                 detail::shape_string(embed_dim, kdim, vdim));
+    if (packed()) {
+      m_packed = Matrix<Scalar>::Zero(3 * embed_dim, embed_dim);
+    } else {
+      m_q = Matrix<Scalar>::Zero(embed_dim, embed_dim);
+      m_k = Matrix<Scalar>::Zero(embed_dim, kdim);
+      m_v = Matrix<Scalar>::Zero(embed_dim, vdim);
+    }
+    if (bias) m_bias = RowVector<Scalar>::Zero(3 * embed_dim);
+  }
+
+  Index embed_dim() const { return m_embed_dim; }
+  Index kdim() const { return m_kdim; }
+  Index vdim() const { return m_vdim; }
+  bool has_bias() const { return m_has_bias; }
+  /// True when the weights are held as one `[3E, E]` matrix (kdim == vdim == E).
+  bool packed() const { return m_kdim == m_embed_dim && m_vdim == m_embed_dim; }
+
+  /// `[3E, E]`, the packed weight; only when packed().
+  const Matrix<Scalar>& in_proj_weight() const {
+    require_packed("in_proj_weight");
+    return m_packed;
+  }
+  /// W_Q `[E, E]`, W_K `[E, kdim]`, W_V `[E, vdim]`: views into the packed weight when packed().
+  ConstMatrixRef<Scalar> q_weight() const { return packed() ? m_packed.topRows(m_embed_dim) : m_q; }
+  ConstMatrixRef<Scalar> k_weight() const {
+    return packed() ? m_packed.middleRows(m_embed_dim, m_embed_dim) : m_k;
+  }
+  ConstMatrixRef<Scalar> v_weight() const {
+    return packed() ? m_packed.bottomRows(m_embed_dim) : m_v;
+  }
+  /// `[3E]`, `b_Q, b_K, b_V`; empty without bias.
+  const RowVector<Scalar>& in_proj_bias() const { return m_bias; }
+
+  void set_in_proj_weight(const ConstMatrixRef<Scalar>& w) {
+    require_packed("in_proj_weight");
+    detail::check_shape("in_proj_weight", 3 * m_embed_dim, m_embed_dim, w.rows(), w.cols());
+    m_packed = w;
+  }
+  void set_q_weight(const ConstMatrixRef<Scalar>& w) { set_block(w, 0, m_embed_dim, m_q, "q_proj_weight"); }
+  void set_k_weight(const ConstMatrixRef<Scalar>& w) { set_block(w, 1, m_kdim, m_k, "k_proj_weight"); }
+  void set_v_weight(const ConstMatrixRef<Scalar>& w) { set_block(w, 2, m_vdim, m_v, "v_proj_weight"); }
+  void set_in_proj_bias(const ConstRowVectorRef<Scalar>& b) {
+    if (!m_has_bias)
+      MHA_THROW(argument_error, "[mha.argument] InProjection: built without bias, cannot set in_proj_bias");
+    detail::check_shape("in_proj_bias", 1, 3 * m_embed_dim, 1, b.size());
+    m_bias = b;
+  }
+
+  /// Self-attention: `x [tokens, E] -> qkv [tokens, 3E]` in one GEMM; only when packed().
+  void project_packed(const ConstMatrixRef<Scalar>& x, MatrixRef<Scalar> qkv) const {
+    require_packed("project_packed");
+    detail::check_shape("query", -1, m_embed_dim, x.rows(), x.cols());
+    detail::check_shape("packed projection output", x.rows(), 3 * m_embed_dim, qkv.rows(), qkv.cols());
+    qkv.noalias() = x * m_packed.transpose();
+    if (m_has_bias) qkv.rowwise() += m_bias;
+  }
+
+  /// `x [tokens, E] -> [tokens, E]`, `x [tokens, kdim] -> [tokens, E]`, `x [tokens, vdim] -> ...`.
+  void project_q(const ConstMatrixRef<Scalar>& x, MatrixRef<Scalar> y) const { project(0, "query", x, y); }
+  void project_k(const ConstMatrixRef<Scalar>& x, MatrixRef<Scalar> y) const { project(1, "key", x, y); }
+  void project_v(const ConstMatrixRef<Scalar>& x, MatrixRef<Scalar> y) const { project(2, "value", x, y); }
+
+ private:
+  void require_packed(const char* what) const {
+    if (!packed())
+      MHA_THROW(argument_error, std::string("[mha.argument] InProjection: ") + what +
+                                    " needs kdim == vdim == embed_dim (packed layout)");
+  }
+
+  // Weight of projection `which` (0 = q, 1 = k, 2 = v) as a view.
+  ConstMatrixRef<Scalar> weight_of(int which) const {
+    return which == 0 ? q_weight() : which == 1 ? k_weight() : v_weight();
+  }
+
+  void set_block(const ConstMatrixRef<Scalar>& w, int which, Index in, Matrix<Scalar>& separate,
+                 const char* name) {
+    detail::check_shape(name, m_embed_dim, in, w.rows(), w.cols());
+    if (packed())
+      m_packed.middleRows(which * m_embed_dim, m_embed_dim) = w;
+    else
+      separate = w;
+  }
+
+  void project(int which, const char* what, const ConstMatrixRef<Scalar>& x, MatrixRef<Scalar> y) const {
+    const Index in = which == 0 ? m_embed_dim : which == 1 ? m_kdim : m_vdim;
+    detail::check_shape(what, -1, in, x.rows(), x.cols());
+    detail::check_shape("projection output", x.rows(), m_embed_dim, y.rows(), y.cols());
+    y.noalias() = x * weight_of(which).transpose();
+    if (m_has_bias) y.rowwise() += m_bias.segment(which * m_embed_dim, m_embed_dim);
+  }
+
+  Index m_embed_dim = 0;
+  Index m_kdim = 0;
+  Index m_vdim = 0;
+  bool m_has_bias = false;
+  Matrix<Scalar> m_packed;  // [3E, E] when packed()
+  Matrix<Scalar> m_q;       // [E, E]    when !packed()
+  Matrix<Scalar> m_k;       // [E, kdim] when !packed()
+  Matrix<Scalar> m_v;       // [E, vdim] when !packed()
+  RowVector<Scalar> m_bias;  // [3E], empty without bias
+};
+
+}  // namespace mha

@@ -1,0 +1,382 @@
+#pragma once
+/// \file multi_head_attention.hpp
+/// `MultiHeadAttention`, PyTorch's `nn.MultiheadAttention` (batch_first) on Eigen.
+///
+/// Shapes (E = embed_dim, H = num_heads, d = E / H, N = batch):
+///
+/// | tensor              | one sequence | batch (contiguous, viewed by `BatchView`)           |
+/// |---------------------|--------------|-----------------------------------------------------|
+/// | query               | `[L, E]`     | `[N, L, E]`                                         |
+/// | key                 | `[S, kdim]`  | `[N, S, kdim]`                                      |
+/// | value               | `[S, vdim]`  | `[N, S, vdim]`                                      |
+/// | attn_mask           | `[L, S]` or `[H * L, S]` | `[L, S]` or `[N * H * L, S]` (slice n * H + h) |
+/// | key_padding_mask    | `[1, S]`     | `[N, S]`                                            |
+/// | output              | `[L, E]`     | `[N * L, E]` = `[N, L, E]`                          |
+/// | weights (averaged)  | `[L, S']`    | `[N * L, S']` = `[N, L, S']`                        |
+/// | weights (per head)  | `[H * L, S']`| `[N * H * L, S']` = `[N, H, L, S']`                 |
+///
+/// S' = S + 1 with add_bias_kv, + 1 with add_zero_attn: bias_k / bias_v are appended to the
+/// projected keys / values before the head split, and a zero key / value after it, each as an
+/// extra key column that no mask blocks (PyTorch pads its masks with an allowed column).
+///
+/// Weights follow PyTorch's state_dict: `in_proj_weight [3E, E]` (or `q/k/v_proj_weight` when
+/// kdim or vdim differs from E), `in_proj_bias [3E]`, `out_proj.weight [E, E]`,
+/// `out_proj.bias [E]`, `bias_k`, `bias_v` `[E]`; a linear layer computes `x W^T + b`.
+///
+/// A query row with no key it may attend (every key masked) gets all-zero weights and a zero
+/// head output, so its output row is `out_proj.bias`. PyTorch returns NaN for such rows.
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "detail/attention_problem.hpp"
+#include "detail/linear_kernel.hpp"
+#include "detail/random.hpp"
+#include "detail/reference_attention.hpp"
+#include "linear.hpp"
+#include "mask.hpp"
+#include "parallel.hpp"
+#include "types.hpp"
+
+namespace mha {
+
+/// The hyper-parameters of a layer, with `nn.MultiheadAttention`'s meaning.
+struct MultiHeadAttentionOptions {
+  Index embed_dim = 0;         ///< E, the query and output feature count
+  Index num_heads = 1;         ///< H; must divide E
+  Index kdim = 0;              ///< key feature count; 0 means E
+  Index vdim = 0;              ///< value feature count; 0 means E
+  bool bias = true;            ///< in_proj_bias and out_proj.bias
+  bool add_bias_kv = false;    ///< learnt bias_k / bias_v appended as an extra key and value
+  bool add_zero_attn = false;  ///< a zero key and value appended after the head split
+};
+
+/// Which attention kernel a forward pass uses.
+enum class Kernel {
+  automatic,  ///< the tiled kernel unless weights are requested
+  reference,  ///< the unfused path: materialises each head's [L, S'] scores
+  tiled,      ///< the tiled kernel (online softmax); cannot return weights
+};
+
+/// Per-call options. Masks are borrowed, not copied: they must outlive the call.
+template <class Scalar>
+struct ForwardOptions {
+  const AttentionMask<Scalar>* attn_mask = nullptr;
+  const KeyPaddingMask<Scalar>* key_padding_mask = nullptr;
+  bool is_causal = false;             ///< end-aligned causal mask, combined with attn_mask
+  bool need_weights = false;          ///< also return the attention weights
+  bool average_attn_weights = true;   ///< weights averaged over heads, else per head
+  int num_threads = 0;                ///< 0: mha::num_threads()
+  Kernel kernel = Kernel::automatic;
+
+  ForwardOptions& with_mask(const AttentionMask<Scalar>& mask) { attn_mask = &mask; return *this; }
+  ForwardOptions& with_key_padding(const KeyPaddingMask<Scalar>& mask) { key_padding_mask = &mask; return *this; }
+  ForwardOptions& causal(bool on = true) { is_causal = on; return *this; }
+  ForwardOptions& weights(bool average = true) { need_weights = true; average_attn_weights = average; return *this; }
+  ForwardOptions& threads(int n) { num_threads = n; return *this; }
+  ForwardOptions& use_kernel(Kernel k) { kernel = k; return *this; }
+};
+
+/// What a forward pass returns.
+template <class Scalar>
+struct AttentionResult {
+  Matrix<Scalar> output;   ///< `[L, E]`, or `[N * L, E]` for a batch
+  Matrix<Scalar> weights;  ///< empty unless need_weights; see the shapes table above
+};
+
+/// Scratch memory of forward passes, reused across calls: once a shape has been run, running it
+/// again allocates nothing. Not shareable between concurrent calls.
+template <class Scalar>
+class Workspace {
+ public:
+  Workspace() = default;
+
+ private:
+  template <class>
+  friend class MultiHeadAttention;
+  Matrix<Scalar> m_qkv;  // [N * L, 3E]  packed self-attention projection
+  Matrix<Scalar> m_q;    // [N * L, E]
+  Matrix<Scalar> m_k;    // [N * S, E]
+  Matrix<Scalar> m_v;    // [N * S, E]
+  Matrix<Scalar> m_ctx;  // [N * L, E]   heads' outputs, concatenated
+  std::vector<Matrix<Scalar>> m_thread_scratch;  // one per thread, kernel-defined shape
+};
+
+/// Multi-head attention with PyTorch `nn.MultiheadAttention` semantics (batch_first=True).
+///
+/// Cost of a forward pass without weights: `2 N (L E^2 + S E kdim + S E vdim + L E^2)` FLOPs for
+/// the projections and `4 N L S' E` for attention; the attention never holds an `[L, S]` buffer
+/// unless weights are requested.
+template <class Scalar_>
+class MultiHeadAttention {
+ public:
+  using Scalar = Scalar_;
+  static_assert(std::is_floating_point<Scalar>::value, "Scalar must be float or double");
+
+  /// A layer initialised as PyTorch does (xavier_uniform in-projection, uniform(+-1/sqrt(E))
+  /// out-projection, xavier_normal bias_k / bias_v, zero biases), from a deterministic `seed`.
+  explicit MultiHeadAttention(const MultiHeadAttentionOptions& options, std::uint64_t seed = 0)
+      : m_options(validated(options)),
+        m_in_proj(m_options.embed_dim, m_options.kdim, m_options.vdim, m_options.bias),
+        m_out_proj(m_options.embed_dim, m_options.embed_dim, m_options.bias) {
+    if (m_options.add_bias_kv) {
+      m_bias_k = RowVector<Scalar>::Zero(m_options.embed_dim);
+      m_bias_v = RowVector<Scalar>::Zero(m_options.embed_dim);
+    }
+    reset_parameters(seed);
+  }
+
+  const MultiHeadAttentionOptions& options() const { return m_options; }
+  Index embed_dim() const { return m_options.embed_dim; }
+  Index num_heads() const { return m_options.num_heads; }
+  Index head_dim() const { return m_options.embed_dim / m_options.num_heads; }
+  Index kdim() const { return m_options.kdim; }
+  Index vdim() const { return m_options.vdim; }
+
+  InProjection<Scalar>& in_proj() { return m_in_proj; }
+  const InProjection<Scalar>& in_proj() const { return m_in_proj; }
+  Linear<Scalar>& out_proj() { return m_out_proj; }
+  const Linear<Scalar>& out_proj() const { return m_out_proj; }
+
+  /// `[E]` each; empty unless add_bias_kv.
+  const RowVector<Scalar>& bias_k() const { return m_bias_k; }
+  const RowVector<Scalar>& bias_v() const { return m_bias_v; }
+  void set_bias_k(const ConstRowVectorRef<Scalar>& b) { set_bias_kv(m_bias_k, b, "bias_k"); }
+  void set_bias_v(const ConstRowVectorRef<Scalar>& b) { set_bias_kv(m_bias_v, b, "bias_v"); }
+
+  /// Re-draws every parameter from `seed` (see the constructor).
+  void reset_parameters(std::uint64_t seed) {
+    detail::SplitMix64 rng(seed);
+    const Index E = embed_dim();
+    auto uniform = [&rng](Index rows, Index cols, double bound) {
+      Matrix<Scalar> m(rows, cols);
+      for (Index i = 0; i < m.size(); ++i) m.data()[i] = static_cast<Scalar>(rng.uniform(bound));
+      return m;
+    };
+    // xavier_uniform: bound = sqrt(6 / (fan_in + fan_out)); PyTorch draws the packed [3E, E]
+    // weight as one tensor, so fan_out is 3E there.
+    if (m_in_proj.packed()) {
+      m_in_proj.set_in_proj_weight(uniform(3 * E, E, std::sqrt(6.0 / double(E + 3 * E))));
+    } else {
+      m_in_proj.set_q_weight(uniform(E, E, std::sqrt(6.0 / double(E + E))));
+      m_in_proj.set_k_weight(uniform(E, kdim(), std::sqrt(6.0 / double(E + kdim()))));
+      m_in_proj.set_v_weight(uniform(E, vdim(), std::sqrt(6.0 / double(E + vdim()))));
+    }
+    // out_proj keeps nn.Linear's kaiming_uniform(a = sqrt(5)) draw: bound 1 / sqrt(fan_in).
+    m_out_proj.set_weight(uniform(E, E, 1.0 / std::sqrt(double(E))));
+    if (m_options.bias) {
+      m_in_proj.set_in_proj_bias(RowVector<Scalar>::Zero(3 * E));
+      m_out_proj.set_bias(RowVector<Scalar>::Zero(E));
+    }
+    if (m_options.add_bias_kv) {
+      // xavier_normal on a [1, 1, E] tensor: fan_in = fan_out = E, std = sqrt(2 / 2E).
+      const double stddev = std::sqrt(1.0 / double(E));
+      for (Index i = 0; i < E; ++i) m_bias_k[i] = static_cast<Scalar>(stddev * rng.normal());
+      for (Index i = 0; i < E; ++i) m_bias_v[i] = static_cast<Scalar>(stddev * rng.normal());
+    }
+  }
+
+  /// One sequence: `query [L, E]`, `key [S, kdim]`, `value [S, vdim]`. Self-attention (the same
+  /// matrix passed three times) projects with one packed GEMM when kdim == vdim == E.
+  AttentionResult<Scalar> forward(const ConstMatrixRef<Scalar>& query, const ConstMatrixRef<Scalar>& key,
+                                  const ConstMatrixRef<Scalar>& value,
+                                  const ForwardOptions<Scalar>& options = ForwardOptions<Scalar>()) const {
+    check_not_empty("query", query.rows(), query.cols());
+    check_not_empty("key", key.rows(), key.cols());
+    check_not_empty("value", value.rows(), value.cols());
+    return forward(BatchView<Scalar>(query, 1), BatchView<Scalar>(key, 1), BatchView<Scalar>(value, 1),
+                   options);
+  }
+
+  /// A batch: `query [N, L, E]`, `key [N, S, kdim]`, `value [N, S, vdim]`, each contiguous.
+  AttentionResult<Scalar> forward(const BatchView<Scalar>& query, const BatchView<Scalar>& key,
+                                  const BatchView<Scalar>& value,
+                                  const ForwardOptions<Scalar>& options = ForwardOptions<Scalar>()) const {
+    AttentionResult<Scalar> result;
+    Workspace<Scalar> workspace;
+    result.output.resize(query.batch() * query.tokens(), embed_dim());
+    forward(query, key, value, options, workspace, result.output,
+            options.need_weights ? &result.weights : nullptr);
+    return result;
+  }
+
+  /// The allocation-free form: writes `output [N * L, E]` (caller memory) and, when `weights` is
+  /// not null, the attention weights (resized as in the shapes table), reusing `workspace`.
+  /// After a first call at a given shape, further calls at that shape allocate nothing.
+  void forward(const BatchView<Scalar>& query, const BatchView<Scalar>& key, const BatchView<Scalar>& value,
+               const ForwardOptions<Scalar>& options, Workspace<Scalar>& workspace, MatrixRef<Scalar> output,
+               Matrix<Scalar>* weights = nullptr) const {
+    const Index N = query.batch(), L = query.tokens(), S = key.tokens(), E = embed_dim(), H = num_heads();
+    check_inputs(query, key, value, options);
+    detail::check_shape("output", N * L, E, output.rows(), output.cols());
+    const bool want_weights = options.need_weights || weights != nullptr;
+    if (want_weights && weights == nullptr)
+      MHA_THROW(argument_error, "[mha.argument] forward: need_weights is set but no weights matrix was given");
+    if (want_weights && options.kernel == Kernel::tiled)
+      MHA_THROW(argument_error, "[mha.argument] forward: the tiled kernel cannot return attention weights");
+    const int threads = num_threads(options.num_threads);
+
+    // 1. Projections: all tokens of the batch in one product each.
+    detail::AttentionProblem<Scalar> p;
+    const bool self_attention = m_in_proj.packed() && query.data() == key.data() &&
+                                key.data() == value.data() && query.tokens() == key.tokens() &&
+                                query.row_stride() == key.row_stride() && key.row_stride() == value.row_stride();
+    if (self_attention) {
+      workspace.m_qkv.resize(N * L, 3 * E);
+      detail::linear_rows(query.flat(), m_in_proj.in_proj_weight(), &m_in_proj.in_proj_bias(), workspace.m_qkv,
+                          threads);
+      p.q = workspace.m_qkv.data();
+      p.k = p.q + E;
+      p.v = p.q + 2 * E;
+      p.q_stride = p.k_stride = p.v_stride = 3 * E;
+    } else {
+      workspace.m_q.resize(N * L, E);
+      workspace.m_k.resize(N * S, E);
+      workspace.m_v.resize(N * S, E);
+      const RowVector<Scalar>& b = m_in_proj.in_proj_bias();
+      const bool has_bias = b.size() > 0;
+      // The bias segments are copied into small rows once per call; they are [E] each.
+      const RowVector<Scalar> bq = has_bias ? RowVector<Scalar>(b.segment(0, E)) : RowVector<Scalar>();
+      const RowVector<Scalar> bk = has_bias ? RowVector<Scalar>(b.segment(E, E)) : RowVector<Scalar>();
+      const RowVector<Scalar> bv = has_bias ? RowVector<Scalar>(b.segment(2 * E, E)) : RowVector<Scalar>();
+      detail::linear_rows(query.flat(), m_in_proj.q_weight(), &bq, workspace.m_q, threads);
+      detail::linear_rows(key.flat(), m_in_proj.k_weight(), &bk, workspace.m_k, threads);
+      detail::linear_rows(value.flat(), m_in_proj.v_weight(), &bv, workspace.m_v, threads);
+      p.q = workspace.m_q.data();
+      p.k = workspace.m_k.data();
+      p.v = workspace.m_v.data();
+      p.q_stride = p.k_stride = p.v_stride = E;
+    }
+
+    // 2. Attention of every (batch entry, head) into the context.
+    workspace.m_ctx.resize(N * L, E);
+    p.batch = N;
+    p.heads = H;
+    p.q_len = L;
+    p.k_len = S;
+    p.head_dim = p.v_dim = head_dim();
+    p.scale = Scalar(1) / std::sqrt(Scalar(head_dim()));
+    p.ctx = workspace.m_ctx.data();
+    p.ctx_stride = E;
+    if (m_options.add_bias_kv) {
+      p.bias_k = m_bias_k.data();
+      p.bias_v = m_bias_v.data();
+    }
+    p.zero_attn = m_options.add_zero_attn;
+    if (options.attn_mask && options.attn_mask->has_values()) {
+      p.mask = options.attn_mask->values().data();
+      p.mask_slices = options.attn_mask->slices();
+    }
+    if (options.key_padding_mask && !options.key_padding_mask->empty())
+      p.key_padding = options.key_padding_mask->values().data();
+    p.causal = options.is_causal || (options.attn_mask && options.attn_mask->is_causal());
+
+    if (want_weights) {
+      const Index rows = options.average_attn_weights ? N * L : N * H * L;
+      weights->resize(rows, p.total_keys());
+      attend_reference(p, threads, workspace, weights, options.average_attn_weights);
+    } else {
+      attend_reference(p, threads, workspace, nullptr, false);
+    }
+
+    // 3. Output projection of the concatenated heads.
+    static const RowVector<Scalar> no_bias;
+    detail::linear_rows(workspace.m_ctx, m_out_proj.weight(), m_options.bias ? &m_out_proj.bias() : &no_bias, output,
+                        threads);
+  }
+
+ private:
+  static MultiHeadAttentionOptions validated(MultiHeadAttentionOptions o) {
+    if (o.kdim == 0) o.kdim = o.embed_dim;
+    if (o.vdim == 0) o.vdim = o.embed_dim;
+    if (o.embed_dim <= 0 || o.num_heads <= 0 || o.kdim < 0 || o.vdim < 0)
+      MHA_THROW(shape_error, "[mha.shape] MultiHeadAttention: expected positive embed_dim and num_heads "
+                             "(and kdim, vdim >= 0), got embed_dim " + std::to_string(o.embed_dim) +
+                                 ", num_heads " + std::to_string(o.num_heads) + ", kdim " +
+                                 std::to_string(o.kdim) + ", vdim " + std::to_string(o.vdim));
+    if (o.embed_dim % o.num_heads != 0)
+      MHA_THROW(shape_error, "[mha.shape] MultiHeadAttention: embed_dim " + std::to_string(o.embed_dim) +
+                                 " is not divisible by num_heads " + std::to_string(o.num_heads));
+    return o;
+  }
+
+  static void check_not_empty(const char* what, Index rows, Index cols) {
+    if (rows <= 0 || cols <= 0)
+      MHA_THROW(shape_error, std::string("[mha.shape] ") + what + ": expected a non-empty [tokens, features], got " +
+                                 detail::shape_string(rows, cols));
+  }
+
+  void set_bias_kv(RowVector<Scalar>& target, const ConstRowVectorRef<Scalar>& b, const char* name) {
+    if (!m_options.add_bias_kv)
+      MHA_THROW(argument_error, std::string("[mha.argument] ") + name + ": the layer was built without add_bias_kv");
+    detail::check_shape(name, 1, embed_dim(), 1, b.size());
+    target = b;
+  }
+
+  void check_inputs(const BatchView<Scalar>& q, const BatchView<Scalar>& k, const BatchView<Scalar>& v,
+                    const ForwardOptions<Scalar>& options) const {
+    const Index N = q.batch(), L = q.tokens(), S = k.tokens(), H = num_heads();
+    auto check3 = [](const char* what, const BatchView<Scalar>& t, Index n, Index tokens, Index features) {
+      if ((n >= 0 && t.batch() != n) || (tokens >= 0 && t.tokens() != tokens) || t.features() != features) {
+        auto e = [](Index x) { return x < 0 ? std::string("*") : std::to_string(x); };
+        MHA_THROW(shape_error, std::string("[mha.shape] ") + what + ": expected [" + e(n) + ", " + e(tokens) +
+                                   ", " + std::to_string(features) + "], got " +
+                                   detail::shape_string(t.batch(), t.tokens(), t.features()));
+      }
+    };
+    check3("query [N, L, E]", q, -1, -1, embed_dim());
+    check3("key [N, S, kdim]", k, N, -1, kdim());
+    check3("value [N, S, vdim]", v, N, S, vdim());
+    if (options.attn_mask && options.attn_mask->has_values()) {
+      const AttentionMask<Scalar>& m = *options.attn_mask;
+      const Index slices = m.slices();
+      if ((slices != 1 && slices != N * H) || m.query_len() != L || m.key_len() != S)
+        MHA_THROW(shape_error, "[mha.shape] attn_mask: expected [L, S] = " + detail::shape_string(L, S) +
+                                   " or [N * H, L, S] = " + detail::shape_string(N * H, L, S) + ", got " +
+                                   detail::shape_string(slices, m.query_len(), m.key_len()));
+    }
+    if (options.key_padding_mask && !options.key_padding_mask->empty()) {
+      const KeyPaddingMask<Scalar>& m = *options.key_padding_mask;
+      detail::check_shape("key_padding_mask [N, S]", N, S, m.batch(), m.key_len());
+    }
+  }
+
+  // The unfused path over all (batch entry, head) pairs, optionally writing the weights.
+  void attend_reference(const detail::AttentionProblem<Scalar>& p, int threads, Workspace<Scalar>& ws,
+                        Matrix<Scalar>* weights, bool average) const {
+    const Index N = p.batch, H = p.heads, L = p.q_len;
+    if (static_cast<Index>(ws.m_thread_scratch.size()) < threads) ws.m_thread_scratch.resize(threads);
+    if (weights && average) weights->setZero();
+    // With averaged weights, heads of one batch entry add into the same rows: one task per batch
+    // entry then, so that no two threads write the same row.
+    const bool by_entry = weights && average;
+    const Index tasks = by_entry ? N : N * H;
+    detail::parallel_for(threads, tasks, [&](Index t, int thread) {
+      Matrix<Scalar>& probs = ws.m_thread_scratch[thread];  // [L, S']
+      const Index h_begin = by_entry ? 0 : t % H, h_end = by_entry ? H : t % H + 1;
+      const Index n = by_entry ? t : t / H;
+      for (Index h = h_begin; h < h_end; ++h) {
+        detail::attend_head_reference(p, n, h, probs);
+        if (!weights) continue;
+        if (average)
+          weights->middleRows(n * L, L) += probs / Scalar(H);
+        else
+          weights->middleRows((n * H + h) * L, L) = probs;
+      }
+    });
+  }
+
+  MultiHeadAttentionOptions m_options;
+  InProjection<Scalar> m_in_proj;  // W_Q, W_K, W_V and in_proj_bias
+  Linear<Scalar> m_out_proj;       // W_O [E, E], out_proj.bias [E]
+  RowVector<Scalar> m_bias_k;      // [E] when add_bias_kv
+  RowVector<Scalar> m_bias_v;      // [E] when add_bias_kv
+};
+
+using MultiHeadAttentionf = MultiHeadAttention<float>;
+using MultiHeadAttentiond = MultiHeadAttention<double>;
+
+}  // namespace mha
