@@ -119,13 +119,11 @@ class InProjection {
     return m_packed;
   }
   /// W_Q `[E, E]`, W_K `[E, kdim]`, W_V `[E, vdim]`: views into the packed weight when packed().
-  ConstMatrixRef<Scalar> q_weight() const { return packed() ? m_packed.topRows(m_embed_dim) : m_q; }
-  ConstMatrixRef<Scalar> k_weight() const {
-    return packed() ? m_packed.middleRows(m_embed_dim, m_embed_dim) : m_k;
-  }
-  ConstMatrixRef<Scalar> v_weight() const {
-    return packed() ? m_packed.bottomRows(m_embed_dim) : m_v;
-  }
+  /// (Explicit branches, not `?:`: a conditional between a block and a matrix would build a
+  /// temporary matrix and return a view of it.)
+  ConstMatrixRef<Scalar> q_weight() const { return weight_of(0); }
+  ConstMatrixRef<Scalar> k_weight() const { return weight_of(1); }
+  ConstMatrixRef<Scalar> v_weight() const { return weight_of(2); }
   /// `[3E]`, `b_Q, b_K, b_V`; empty without bias.
   const RowVector<Scalar>& in_proj_bias() const { return m_bias; }
 
@@ -167,7 +165,10 @@ class InProjection {
 
   // Weight of projection `which` (0 = q, 1 = k, 2 = v) as a view.
   ConstMatrixRef<Scalar> weight_of(int which) const {
-    return which == 0 ? q_weight() : which == 1 ? k_weight() : v_weight();
+    if (packed()) return ConstMatrixRef<Scalar>(m_packed.middleRows(which * m_embed_dim, m_embed_dim));
+    if (which == 0) return ConstMatrixRef<Scalar>(m_q);
+    if (which == 1) return ConstMatrixRef<Scalar>(m_k);
+    return ConstMatrixRef<Scalar>(m_v);
   }
 
   void set_block(const ConstMatrixRef<Scalar>& w, int which, Index in, Matrix<Scalar>& separate,

@@ -36,6 +36,8 @@
 #include "detail/linear_kernel.hpp"
 #include "detail/random.hpp"
 #include "detail/reference_attention.hpp"
+#include "detail/scratch.hpp"
+#include "detail/tiled_attention.hpp"
 #include "linear.hpp"
 #include "mask.hpp"
 #include "parallel.hpp"
@@ -102,7 +104,7 @@ class Workspace {
   Matrix<Scalar> m_k;    // [N * S, E]
   Matrix<Scalar> m_v;    // [N * S, E]
   Matrix<Scalar> m_ctx;  // [N * L, E]   heads' outputs, concatenated
-  std::vector<Matrix<Scalar>> m_thread_scratch;  // one per thread, kernel-defined shape
+  detail::ScratchPool<Scalar> m_threads;  // per-thread tiles and GEMM packing buffers
 };
 
 /// Multi-head attention with PyTorch `nn.MultiheadAttention` semantics (batch_first=True).
@@ -226,8 +228,9 @@ class MultiHeadAttention {
                                 query.row_stride() == key.row_stride() && key.row_stride() == value.row_stride();
     if (self_attention) {
       workspace.m_qkv.resize(N * L, 3 * E);
-      detail::linear_rows(query.flat(), m_in_proj.in_proj_weight(), &m_in_proj.in_proj_bias(), workspace.m_qkv,
-                          threads);
+      detail::linear_rows(query.flat(), m_in_proj.in_proj_weight(), bias_or_null(m_in_proj.in_proj_bias(), 0),
+                          workspace.m_qkv, threads,
+                          workspace.m_threads);
       p.q = workspace.m_qkv.data();
       p.k = p.q + E;
       p.v = p.q + 2 * E;
@@ -237,14 +240,12 @@ class MultiHeadAttention {
       workspace.m_k.resize(N * S, E);
       workspace.m_v.resize(N * S, E);
       const RowVector<Scalar>& b = m_in_proj.in_proj_bias();
-      const bool has_bias = b.size() > 0;
-      // The bias segments are copied into small rows once per call; they are [E] each.
-      const RowVector<Scalar> bq = has_bias ? RowVector<Scalar>(b.segment(0, E)) : RowVector<Scalar>();
-      const RowVector<Scalar> bk = has_bias ? RowVector<Scalar>(b.segment(E, E)) : RowVector<Scalar>();
-      const RowVector<Scalar> bv = has_bias ? RowVector<Scalar>(b.segment(2 * E, E)) : RowVector<Scalar>();
-      detail::linear_rows(query.flat(), m_in_proj.q_weight(), &bq, workspace.m_q, threads);
-      detail::linear_rows(key.flat(), m_in_proj.k_weight(), &bk, workspace.m_k, threads);
-      detail::linear_rows(value.flat(), m_in_proj.v_weight(), &bv, workspace.m_v, threads);
+      detail::linear_rows(query.flat(), m_in_proj.q_weight(), bias_or_null(b, 0), workspace.m_q, threads,
+                          workspace.m_threads);
+      detail::linear_rows(key.flat(), m_in_proj.k_weight(), bias_or_null(b, E), workspace.m_k, threads,
+                          workspace.m_threads);
+      detail::linear_rows(value.flat(), m_in_proj.v_weight(), bias_or_null(b, 2 * E), workspace.m_v, threads,
+                          workspace.m_threads);
       p.q = workspace.m_q.data();
       p.k = workspace.m_k.data();
       p.v = workspace.m_v.data();
@@ -278,14 +279,15 @@ class MultiHeadAttention {
       const Index rows = options.average_attn_weights ? N * L : N * H * L;
       weights->resize(rows, p.total_keys());
       attend_reference(p, threads, workspace, weights, options.average_attn_weights);
-    } else {
+    } else if (options.kernel == Kernel::reference) {
       attend_reference(p, threads, workspace, nullptr, false);
+    } else {
+      attend_tiled(p, threads, workspace);
     }
 
     // 3. Output projection of the concatenated heads.
-    static const RowVector<Scalar> no_bias;
-    detail::linear_rows(workspace.m_ctx, m_out_proj.weight(), m_options.bias ? &m_out_proj.bias() : &no_bias, output,
-                        threads);
+    detail::linear_rows(workspace.m_ctx, m_out_proj.weight(), bias_or_null(m_out_proj.bias(), 0), output, threads,
+                          workspace.m_threads);
   }
 
  private:
@@ -344,18 +346,42 @@ class MultiHeadAttention {
     }
   }
 
+  static const Scalar* bias_or_null(const RowVector<Scalar>& bias, Index offset) {
+    return bias.size() > 0 ? bias.data() + offset : nullptr;
+  }
+
+  // The tiled kernel over all (batch entry, head, query tile) tasks, heaviest first: with a
+  // causal mask the last query tiles see the most keys, and dynamic scheduling then fills the
+  // tail with the light ones.
+  void attend_tiled(const detail::AttentionProblem<Scalar>& p, int threads, Workspace<Scalar>& ws) const {
+    detail::TileSizes tiles = m_tiles;
+    tiles.query_rows = std::min(tiles.query_rows, p.q_len);
+    const Index tile_count = (p.q_len + tiles.query_rows - 1) / tiles.query_rows;
+    const Index heads = p.batch * p.heads;
+    ws.m_threads.ensure(threads);
+    detail::parallel_for(threads, tile_count * heads, [&](Index t, int thread) {
+      const Index tile = p.causal ? tile_count - 1 - t / heads : t / heads;
+      const Index nh = t % heads;
+      const Index i0 = tile * tiles.query_rows, i1 = std::min(p.q_len, i0 + tiles.query_rows);
+      detail::ThreadScratch<Scalar>& scratch = ws.m_threads[thread];
+      scratch.tile.resize(detail::TileScratch<Scalar>::rows(tiles),
+                          detail::TileScratch<Scalar>::cols(tiles, p.head_dim, p.v_dim));
+      detail::attend_tile(p, nh / p.heads, nh % p.heads, i0, i1, tiles, scratch.tile, scratch.gemm);
+    });
+  }
+
   // The unfused path over all (batch entry, head) pairs, optionally writing the weights.
   void attend_reference(const detail::AttentionProblem<Scalar>& p, int threads, Workspace<Scalar>& ws,
                         Matrix<Scalar>* weights, bool average) const {
     const Index N = p.batch, H = p.heads, L = p.q_len;
-    if (static_cast<Index>(ws.m_thread_scratch.size()) < threads) ws.m_thread_scratch.resize(threads);
+    ws.m_threads.ensure(threads);
     if (weights && average) weights->setZero();
     // With averaged weights, heads of one batch entry add into the same rows: one task per batch
     // entry then, so that no two threads write the same row.
     const bool by_entry = weights && average;
     const Index tasks = by_entry ? N : N * H;
     detail::parallel_for(threads, tasks, [&](Index t, int thread) {
-      Matrix<Scalar>& probs = ws.m_thread_scratch[thread];  // [L, S']
+      Matrix<Scalar>& probs = ws.m_threads[thread].tile;  // [L, S']
       const Index h_begin = by_entry ? 0 : t % H, h_end = by_entry ? H : t % H + 1;
       const Index n = by_entry ? t : t / H;
       for (Index h = h_begin; h < h_end; ++h) {
@@ -374,6 +400,17 @@ class MultiHeadAttention {
   Linear<Scalar> m_out_proj;       // W_O [E, E], out_proj.bias [E]
   RowVector<Scalar> m_bias_k;      // [E] when add_bias_kv
   RowVector<Scalar> m_bias_v;      // [E] when add_bias_kv
+  detail::TileSizes m_tiles;
+
+ public:
+  /// Tile sizes of the tiled kernel (tuning knob for benchmarks; the defaults suit x86 L2 caches).
+  void set_tile_sizes(Index query_rows, Index key_rows) {
+    if (query_rows <= 0 || key_rows <= 0)
+      MHA_THROW(argument_error, "[mha.argument] set_tile_sizes: expected positive sizes, got " +
+                                    detail::shape_string(query_rows, key_rows));
+    m_tiles.query_rows = query_rows;
+    m_tiles.key_rows = key_rows;
+  }
 };
 
 using MultiHeadAttentionf = MultiHeadAttention<float>;

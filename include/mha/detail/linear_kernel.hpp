@@ -7,23 +7,31 @@
 
 #include "../parallel.hpp"
 #include "../types.hpp"
+#include "scratch.hpp"
 
 namespace mha {
 namespace detail {
 
-/// `y [T, out] = x [T, in] * w^T + bias` (bias `[out]` or empty), on `threads` threads.
+/// `y [T, out] = x [T, in] * w^T + bias` on `threads` threads. x, w and y are row-major with unit
+/// column stride (any row stride); `bias` points at `[out]` values, or is null.
 template <class Scalar, class X, class W, class Y>
-void linear_rows(const X& x, const W& w, const RowVector<Scalar>* bias, Y& y, int threads) {
+void linear_rows(const X& x, const W& w, const Scalar* bias, Y&& y, int threads, ScratchPool<Scalar>& pool) {
   MHA_ASSERT(x.rows() == y.rows() && x.cols() == w.cols() && y.cols() == w.rows());
-  const Index rows = x.rows();
+  const Index rows = x.rows(), out = w.rows(), in = w.cols();
   // Below ~64 rows a block is too thin for the GEMM kernel to pay for a thread.
   const Index blocks = std::max<Index>(1, std::min<Index>(threads, rows / 64));
   const Index per_block = (rows + blocks - 1) / blocks;
-  parallel_for(static_cast<int>(blocks), blocks, [&](Index b, int) {
+  pool.ensure(static_cast<int>(blocks));
+  parallel_for(static_cast<int>(blocks), blocks, [&](Index b, int thread) {
     const Index begin = b * per_block, count = std::min(per_block, rows - begin);
     if (count <= 0) return;
-    y.middleRows(begin, count).noalias() = x.middleRows(begin, count) * w.transpose();
-    if (bias && bias->size() > 0) y.middleRows(begin, count).rowwise() += *bias;
+    auto yb = y.middleRows(begin, count);
+    if (bias)
+      yb.rowwise() = Eigen::Map<const RowVector<Scalar>>(bias, out);
+    else
+      yb.setZero();
+    gemm_accumulate<false>(count, out, in, x.data() + begin * x.outerStride(), x.outerStride(), w.data(),
+                           w.outerStride(), yb.data(), y.outerStride(), Scalar(1), pool[thread].gemm);
   });
 }
 
