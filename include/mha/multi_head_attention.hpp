@@ -358,14 +358,15 @@ class MultiHeadAttention {
     tiles.query_rows = std::min(tiles.query_rows, p.q_len);
     const Index tile_count = (p.q_len + tiles.query_rows - 1) / tiles.query_rows;
     const Index heads = p.batch * p.heads;
-    ws.m_threads.ensure(threads);
+    ws.m_threads.reserve_tiles(threads, detail::TileScratch<Scalar>::rows(tiles),
+                               detail::TileScratch<Scalar>::cols(tiles, p.head_dim, p.v_dim));
+    ws.m_threads.reserve_gemm(threads, tiles.query_rows, tiles.key_rows, p.head_dim);  // Q K^T
+    ws.m_threads.reserve_gemm(threads, tiles.query_rows, p.v_dim, tiles.key_rows);     // P V
     detail::parallel_for(threads, tile_count * heads, [&](Index t, int thread) {
       const Index tile = p.causal ? tile_count - 1 - t / heads : t / heads;
       const Index nh = t % heads;
       const Index i0 = tile * tiles.query_rows, i1 = std::min(p.q_len, i0 + tiles.query_rows);
       detail::ThreadScratch<Scalar>& scratch = ws.m_threads[thread];
-      scratch.tile.resize(detail::TileScratch<Scalar>::rows(tiles),
-                          detail::TileScratch<Scalar>::cols(tiles, p.head_dim, p.v_dim));
       detail::attend_tile(p, nh / p.heads, nh % p.heads, i0, i1, tiles, scratch.tile, scratch.gemm);
     });
   }
@@ -374,18 +375,21 @@ class MultiHeadAttention {
   void attend_reference(const detail::AttentionProblem<Scalar>& p, int threads, Workspace<Scalar>& ws,
                         Matrix<Scalar>* weights, bool average) const {
     const Index N = p.batch, H = p.heads, L = p.q_len;
-    ws.m_threads.ensure(threads);
+    ws.m_threads.reserve_tiles(threads, p.q_len, p.total_keys());
+    ws.m_threads.reserve_gemm(threads, p.q_len, p.k_len, p.head_dim);  // Q K^T
+    ws.m_threads.reserve_gemm(threads, p.q_len, p.v_dim, p.k_len);     // P V
     if (weights && average) weights->setZero();
     // With averaged weights, heads of one batch entry add into the same rows: one task per batch
     // entry then, so that no two threads write the same row.
     const bool by_entry = weights && average;
     const Index tasks = by_entry ? N : N * H;
     detail::parallel_for(threads, tasks, [&](Index t, int thread) {
-      Matrix<Scalar>& probs = ws.m_threads[thread].tile;  // [L, S']
+      detail::ThreadScratch<Scalar>& scratch = ws.m_threads[thread];
+      Matrix<Scalar>& probs = scratch.tile;  // [L, S']
       const Index h_begin = by_entry ? 0 : t % H, h_end = by_entry ? H : t % H + 1;
       const Index n = by_entry ? t : t / H;
       for (Index h = h_begin; h < h_end; ++h) {
-        detail::attend_head_reference(p, n, h, probs);
+        detail::attend_head_reference(p, n, h, probs, scratch.gemm);
         if (!weights) continue;
         if (average)
           weights->middleRows(n * L, L) += probs / Scalar(H);

@@ -79,7 +79,8 @@ Matrix<typename DerivedQ::Scalar> scaled_dot_product_attention(
   p.causal = mask.is_causal();
 
   Matrix<Scalar> probs;  // [L, S]
-  detail::attend_head_reference(p, 0, 0, probs);
+  detail::GemmBuffers<Scalar> gemm;
+  detail::attend_head_reference(p, 0, 0, probs, gemm);
   if (weights) *weights = std::move(probs);
   return out;
 }

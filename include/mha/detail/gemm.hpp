@@ -25,7 +25,9 @@ class GemmBuffers : public Eigen::internal::level3_blocking<Scalar, Scalar> {
   GemmBuffers(const GemmBuffers&) = delete;
   GemmBuffers& operator=(const GemmBuffers&) = delete;
 
-  /// Blocking for a product with a row-major `[rows, cols]` result and inner dimension `depth`.
+  /// Blocking for a product with a row-major `[rows, cols]` result and inner dimension `depth`;
+  /// the buffers grow to fit and never shrink. Eigen's block sizes are the problem sizes clamped
+  /// by cache sizes, so preparing the largest product of a loop covers the smaller ones.
   void prepare(Index rows, Index cols, Index depth) {
     // Eigen computes a row-major result as the transposed column-major product, so its "m" is
     // our cols and its "n" our rows.

@@ -21,7 +21,7 @@ void linear_rows(const X& x, const W& w, const Scalar* bias, Y&& y, int threads,
   // Below ~64 rows a block is too thin for the GEMM kernel to pay for a thread.
   const Index blocks = std::max<Index>(1, std::min<Index>(threads, rows / 64));
   const Index per_block = (rows + blocks - 1) / blocks;
-  pool.ensure(static_cast<int>(blocks));
+  pool.reserve_gemm(static_cast<int>(blocks), per_block, out, in);
   parallel_for(static_cast<int>(blocks), blocks, [&](Index b, int thread) {
     const Index begin = b * per_block, count = std::min(per_block, rows - begin);
     if (count <= 0) return;

@@ -24,6 +24,20 @@ class ScratchPool {
   }
   ThreadScratch<Scalar>& operator[](int thread) { return *m_threads[static_cast<std::size_t>(thread)]; }
 
+  /// Sizes the GEMM buffers of threads [0, threads) for the largest product a parallel loop will
+  /// run. Dynamic scheduling hands any block to any thread, so without this a thread could meet
+  /// its largest shape only in a later call, and allocate then.
+  void reserve_gemm(int threads, Index rows, Index cols, Index depth) {
+    ensure(threads);
+    for (int t = 0; t < threads; ++t) (*this)[t].gemm.prepare(rows, cols, depth);
+  }
+
+  /// Sizes every thread's tile buffer (resize keeps the allocation when the size is unchanged).
+  void reserve_tiles(int threads, Index rows, Index cols) {
+    ensure(threads);
+    for (int t = 0; t < threads; ++t) (*this)[t].tile.resize(rows, cols);
+  }
+
  private:
   // unique_ptr: GemmBuffers hands out pointers to its own storage and must not move.
   std::vector<std::unique_ptr<ThreadScratch<Scalar>>> m_threads;
