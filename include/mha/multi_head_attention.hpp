@@ -46,6 +46,9 @@
 namespace mha {
 
 /// The hyper-parameters of a layer, with `nn.MultiheadAttention`'s meaning.
+///
+///     mha::MultiHeadAttentionOptions options(512, 8);    // embed_dim, num_heads
+///     options.with_kdim(256).with_bias_kv();             // or set the fields directly
 struct MultiHeadAttentionOptions {
   Index embed_dim = 0;         ///< E, the query and output feature count
   Index num_heads = 1;         ///< H; must divide E
@@ -54,6 +57,15 @@ struct MultiHeadAttentionOptions {
   bool bias = true;            ///< in_proj_bias and out_proj.bias
   bool add_bias_kv = false;    ///< learnt bias_k / bias_v appended as an extra key and value
   bool add_zero_attn = false;  ///< a zero key and value appended after the head split
+
+  MultiHeadAttentionOptions() = default;
+  MultiHeadAttentionOptions(Index embed_dim_, Index num_heads_) : embed_dim(embed_dim_), num_heads(num_heads_) {}
+
+  MultiHeadAttentionOptions& with_kdim(Index k) { kdim = k; return *this; }
+  MultiHeadAttentionOptions& with_vdim(Index v) { vdim = v; return *this; }
+  MultiHeadAttentionOptions& with_bias(bool on) { bias = on; return *this; }
+  MultiHeadAttentionOptions& with_bias_kv(bool on = true) { add_bias_kv = on; return *this; }
+  MultiHeadAttentionOptions& with_zero_attn(bool on = true) { add_zero_attn = on; return *this; }
 };
 
 /// Which attention kernel a forward pass uses.
@@ -63,7 +75,16 @@ enum class Kernel {
   tiled,      ///< the tiled kernel (online softmax); cannot return weights
 };
 
-/// Per-call options. Masks are borrowed, not copied: they must outlive the call.
+/// Per-call options.
+///
+/// Masks are borrowed, not copied: the mask objects must outlive the forward call. Build the
+/// options inline in the call, or keep the masks in named variables:
+///
+///     auto mask = mha::KeyPaddingMask<float>::padding(padding);
+///     layer.forward(x, x, x, mha::ForwardOptions<float>().with_key_padding(mask).causal());
+///
+/// The builders return a copy when called on a temporary, so `auto o = ForwardOptions<float>()
+/// .causal();` holds a value, never a reference to a destroyed temporary.
 template <class Scalar>
 struct ForwardOptions {
   const AttentionMask<Scalar>* attn_mask = nullptr;
@@ -74,12 +95,23 @@ struct ForwardOptions {
   int num_threads = 0;                ///< 0: mha::num_threads()
   Kernel kernel = Kernel::automatic;
 
-  ForwardOptions& with_mask(const AttentionMask<Scalar>& mask) { attn_mask = &mask; return *this; }
-  ForwardOptions& with_key_padding(const KeyPaddingMask<Scalar>& mask) { key_padding_mask = &mask; return *this; }
-  ForwardOptions& causal(bool on = true) { is_causal = on; return *this; }
-  ForwardOptions& weights(bool average = true) { need_weights = true; average_attn_weights = average; return *this; }
-  ForwardOptions& threads(int n) { num_threads = n; return *this; }
-  ForwardOptions& use_kernel(Kernel k) { kernel = k; return *this; }
+  ForwardOptions& with_mask(const AttentionMask<Scalar>& mask) & { attn_mask = &mask; return *this; }
+  ForwardOptions& with_key_padding(const KeyPaddingMask<Scalar>& mask) & { key_padding_mask = &mask; return *this; }
+  ForwardOptions& causal(bool on = true) & { is_causal = on; return *this; }
+  ForwardOptions& weights(bool average = true) & { need_weights = true; average_attn_weights = average; return *this; }
+  ForwardOptions& threads(int n) & { num_threads = n; return *this; }
+  ForwardOptions& use_kernel(Kernel k) & { kernel = k; return *this; }
+
+  ForwardOptions with_mask(const AttentionMask<Scalar>& mask) && { return std::move(with_mask(mask)); }
+  ForwardOptions with_key_padding(const KeyPaddingMask<Scalar>& mask) && { return std::move(with_key_padding(mask)); }
+  ForwardOptions causal(bool on = true) && { return std::move(causal(on)); }
+  ForwardOptions weights(bool average = true) && { return std::move(weights(average)); }
+  ForwardOptions threads(int n) && { return std::move(threads(n)); }
+  ForwardOptions use_kernel(Kernel k) && { return std::move(use_kernel(k)); }
+
+  // Masks that are temporaries would be destroyed before the call that reads them.
+  void with_mask(AttentionMask<Scalar>&&) = delete;
+  void with_key_padding(KeyPaddingMask<Scalar>&&) = delete;
 };
 
 /// What a forward pass returns.
@@ -87,6 +119,15 @@ template <class Scalar>
 struct AttentionResult {
   Matrix<Scalar> output;   ///< `[L, E]`, or `[N * L, E]` for a batch
   Matrix<Scalar> weights;  ///< empty unless need_weights; see the shapes table above
+  Index batch = 0;         ///< N
+  Index heads = 0;         ///< H
+  Index query_len = 0;     ///< L
+
+  /// The `[L, S']` weights of batch entry n and head h (h is ignored for averaged weights).
+  auto head_weights(Index n, Index h = 0) const {
+    const bool per_head = weights.rows() == batch * heads * query_len && heads > 1;
+    return weights.middleRows(((per_head ? n * heads + h : n)) * query_len, query_len);
+  }
 };
 
 /// Scratch memory of forward passes, reused across calls: once a shape has been run, running it
@@ -189,6 +230,10 @@ class MultiHeadAttention {
     check_not_empty("query", query.rows(), query.cols());
     check_not_empty("key", key.rows(), key.cols());
     check_not_empty("value", value.rows(), value.cols());
+    // The shapes of one sequence, in its own terms, before the batch checks talk of [N, L, E].
+    detail::check_shape("query [L, E]", -1, embed_dim(), query.rows(), query.cols());
+    detail::check_shape("key [S, kdim]", -1, kdim(), key.rows(), key.cols());
+    detail::check_shape("value [S, vdim]", key.rows(), vdim(), value.rows(), value.cols());
     return forward(BatchView<Scalar>(query, 1), BatchView<Scalar>(key, 1), BatchView<Scalar>(value, 1),
                    options);
   }
@@ -198,6 +243,9 @@ class MultiHeadAttention {
                                   const BatchView<Scalar>& value,
                                   const ForwardOptions<Scalar>& options = ForwardOptions<Scalar>()) const {
     AttentionResult<Scalar> result;
+    result.batch = query.batch();
+    result.heads = num_heads();
+    result.query_len = query.tokens();
     Workspace<Scalar> workspace;
     result.output.resize(query.batch() * query.tokens(), embed_dim());
     forward(query, key, value, options, workspace, result.output,
@@ -220,75 +268,92 @@ class MultiHeadAttention {
     if (want_weights && options.kernel == Kernel::tiled)
       MHA_THROW(argument_error, "[mha.argument] forward: the tiled kernel cannot return attention weights");
     const int threads = num_threads(options.num_threads);
+    const Index d = head_dim();
 
-    // 1. Projections: all tokens of the batch in one product each.
+    // The problem every kernel reads; what changes per head group is filled in below.
     detail::AttentionProblem<Scalar> p;
-    const bool self_attention = m_in_proj.packed() && query.data() == key.data() &&
-                                key.data() == value.data() && query.tokens() == key.tokens() &&
-                                query.row_stride() == key.row_stride() && key.row_stride() == value.row_stride();
-    if (self_attention) {
-      workspace.m_qkv.resize(N * L, 3 * E);
-      detail::linear_rows(query.flat(), m_in_proj.in_proj_weight(), bias_or_null(m_in_proj.in_proj_bias(), 0),
-                          workspace.m_qkv, threads,
-                          workspace.m_threads);
-      p.q = workspace.m_qkv.data();
-      p.k = p.q + E;
-      p.v = p.q + 2 * E;
-      p.q_stride = p.k_stride = p.v_stride = 3 * E;
-    } else {
-      workspace.m_q.resize(N * L, E);
-      workspace.m_k.resize(N * S, E);
-      workspace.m_v.resize(N * S, E);
-      const RowVector<Scalar>& b = m_in_proj.in_proj_bias();
-      detail::linear_rows(query.flat(), m_in_proj.q_weight(), bias_or_null(b, 0), workspace.m_q, threads,
-                          workspace.m_threads);
-      detail::linear_rows(key.flat(), m_in_proj.k_weight(), bias_or_null(b, E), workspace.m_k, threads,
-                          workspace.m_threads);
-      detail::linear_rows(value.flat(), m_in_proj.v_weight(), bias_or_null(b, 2 * E), workspace.m_v, threads,
-                          workspace.m_threads);
-      p.q = workspace.m_q.data();
-      p.k = workspace.m_k.data();
-      p.v = workspace.m_v.data();
-      p.q_stride = p.k_stride = p.v_stride = E;
-    }
-
-    // 2. Attention of every (batch entry, head) into the context.
-    workspace.m_ctx.resize(N * L, E);
     p.batch = N;
-    p.heads = H;
     p.q_len = L;
     p.k_len = S;
-    p.head_dim = p.v_dim = head_dim();
-    p.scale = Scalar(1) / std::sqrt(Scalar(head_dim()));
-    p.ctx = workspace.m_ctx.data();
-    p.ctx_stride = E;
-    if (m_options.add_bias_kv) {
-      p.bias_k = m_bias_k.data();
-      p.bias_v = m_bias_v.data();
-    }
+    p.head_dim = p.v_dim = d;
+    p.scale = Scalar(1) / std::sqrt(Scalar(d));
     p.zero_attn = m_options.add_zero_attn;
     if (options.attn_mask && options.attn_mask->has_values()) {
       p.mask = options.attn_mask->values().data();
       p.mask_slices = options.attn_mask->slices();
     }
+    p.mask_heads = H;
     if (options.key_padding_mask && !options.key_padding_mask->empty())
       p.key_padding = options.key_padding_mask->values().data();
     p.causal = options.is_causal || (options.attn_mask && options.attn_mask->is_causal());
 
-    if (want_weights) {
-      const Index rows = options.average_attn_weights ? N * L : N * H * L;
-      weights->resize(rows, p.total_keys());
-      attend_reference(p, threads, workspace, weights, options.average_attn_weights);
-    } else if (options.kernel == Kernel::reference) {
-      attend_reference(p, threads, workspace, nullptr, false);
-    } else {
-      attend_tiled(p, threads, workspace);
-    }
+    // Heads are processed in groups whose projections fit the workspace budget: one group (and
+    // one packed QKV product for self-attention) at ordinary sizes; at long sequences, a few heads
+    // at a time, each group adding its share of the output projection, so that memory stays
+    // bounded instead of growing with 4 * E * (L + S).
+    const bool tiled = !want_weights && options.kernel != Kernel::reference;
+    const Index group = tiled ? heads_per_group(N, L, S) : H;
+    const bool self_attention = group == H && m_in_proj.packed() && query.data() == key.data() &&
+                                key.data() == value.data() && query.row_stride() == key.row_stride() &&
+                                key.row_stride() == value.row_stride();
+    const RowVector<Scalar>& in_bias = m_in_proj.in_proj_bias();
+    if (want_weights) weights->resize(options.average_attn_weights ? N * L : N * H * L, p.total_keys());
 
-    // 3. Output projection of the concatenated heads.
-    detail::linear_rows(workspace.m_ctx, m_out_proj.weight(), bias_or_null(m_out_proj.bias(), 0), output, threads,
-                          workspace.m_threads);
+    for (Index h0 = 0; h0 < H; h0 += group) {
+      const Index g = std::min(group, H - h0), width = g * d;  // heads [h0, h0 + g): columns [h0 d, h0 d + width)
+      // 1. Projections of this group's heads, all tokens of the batch in one product each.
+      if (self_attention) {
+        workspace.m_qkv.resize(N * L, 3 * E);  // [N*L, 3E]: Q | K | V
+        detail::linear_rows(query.flat(), m_in_proj.in_proj_weight(), bias_or_null(in_bias, 0), workspace.m_qkv,
+                            threads, workspace.m_threads);
+        p.q = workspace.m_qkv.data();
+        p.k = p.q + E;
+        p.v = p.q + 2 * E;
+        p.q_stride = p.k_stride = p.v_stride = 3 * E;
+      } else {
+        workspace.m_q.resize(N * L, width);  // [N*L, g d]
+        workspace.m_k.resize(N * S, width);  // [N*S, g d]
+        workspace.m_v.resize(N * S, width);  // [N*S, g d]
+        const Index r0 = h0 * d;
+        detail::linear_rows(query.flat(), m_in_proj.q_weight().middleRows(r0, width), bias_or_null(in_bias, r0),
+                            workspace.m_q, threads, workspace.m_threads);
+        detail::linear_rows(key.flat(), m_in_proj.k_weight().middleRows(r0, width), bias_or_null(in_bias, E + r0),
+                            workspace.m_k, threads, workspace.m_threads);
+        detail::linear_rows(value.flat(), m_in_proj.v_weight().middleRows(r0, width),
+                            bias_or_null(in_bias, 2 * E + r0), workspace.m_v, threads, workspace.m_threads);
+        p.q = workspace.m_q.data();
+        p.k = workspace.m_k.data();
+        p.v = workspace.m_v.data();
+        p.q_stride = p.k_stride = p.v_stride = width;
+      }
+
+      // 2. Attention of every (batch entry, head of the group) into the group's context.
+      workspace.m_ctx.resize(N * L, width);  // [N*L, g d]
+      p.heads = g;
+      p.head_offset = h0;
+      p.ctx = workspace.m_ctx.data();
+      p.ctx_stride = width;
+      if (m_options.add_bias_kv) {
+        p.bias_k = m_bias_k.data() + h0 * d;
+        p.bias_v = m_bias_v.data() + h0 * d;
+      }
+      if (tiled)
+        attend_tiled(p, threads, workspace);
+      else
+        attend_reference(p, threads, workspace, want_weights ? weights : nullptr, options.average_attn_weights);
+
+      // 3. Output projection: out = bias + sum over groups of ctx_group W_O[:, group columns]^T.
+      detail::linear_rows(workspace.m_ctx, m_out_proj.weight().middleCols(h0 * d, width),
+                          h0 == 0 ? bias_or_null(m_out_proj.bias(), 0) : nullptr, output, threads, workspace.m_threads,
+                          /*accumulate=*/h0 > 0);
+    }
   }
+
+  /// Memory the projections and context of a forward pass may take before heads are processed
+  /// in groups (default 32 MiB). Grouping changes no result, only memory and speed: a smaller
+  /// budget bounds memory at long sequences, a larger one keeps one packed QKV product.
+  void set_workspace_budget(std::size_t bytes) { m_workspace_budget = bytes; }
+  std::size_t workspace_budget() const { return m_workspace_budget; }
 
  private:
   static MultiHeadAttentionOptions validated(MultiHeadAttentionOptions o) {
@@ -346,6 +411,13 @@ class MultiHeadAttention {
     }
   }
 
+  // How many heads' Q, K, V and context buffers fit the workspace budget (at least one).
+  Index heads_per_group(Index N, Index L, Index S) const {
+    const double per_head = double(2 * N * L + 2 * N * S) * double(head_dim()) * sizeof(Scalar);
+    const Index fit = static_cast<Index>(double(m_workspace_budget) / per_head);
+    return std::max<Index>(1, std::min<Index>(num_heads(), fit));
+  }
+
   static const Scalar* bias_or_null(const RowVector<Scalar>& bias, Index offset) {
     return bias.size() > 0 ? bias.data() + offset : nullptr;
   }
@@ -394,7 +466,7 @@ class MultiHeadAttention {
         if (average)
           weights->middleRows(n * L, L) += probs / Scalar(H);
         else
-          weights->middleRows((n * H + h) * L, L) = probs;
+          weights->middleRows((n * p.mask_heads + p.head_offset + h) * L, L) = probs;
       }
     });
   }
@@ -405,6 +477,7 @@ class MultiHeadAttention {
   RowVector<Scalar> m_bias_k;      // [E] when add_bias_kv
   RowVector<Scalar> m_bias_v;      // [E] when add_bias_kv
   detail::TileSizes m_tiles;
+  std::size_t m_workspace_budget = std::size_t(32) << 20;
 
  public:
   /// Tile sizes of the tiled kernel (tuning knob for benchmarks; the defaults suit x86 L2 caches).

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "error.hpp"
+#include "types.hpp"
 
 #ifdef _OPENMP
 #include <omp.h>

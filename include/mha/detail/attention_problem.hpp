@@ -44,7 +44,9 @@ struct HeadMask {
 template <class Scalar>
 struct AttentionProblem {
   Index batch = 0;
-  Index heads = 0;
+  Index heads = 0;        // heads in this problem (a group of the layer's heads)
+  Index head_offset = 0;  // the layer's index of this problem's head 0
+  Index mask_heads = 1;   // the layer's head count H, for per-head mask slices n * H + h
   Index q_len = 0;     // L
   Index k_len = 0;     // S, real keys only
   Index head_dim = 0;  // d, the width of a query/key head
@@ -76,7 +78,7 @@ struct AttentionProblem {
   HeadMask<Scalar> head_mask(Index n, Index h) const {
     HeadMask<Scalar> m;
     if (mask) {
-      const Index slice = mask_slices == 1 ? 0 : n * heads + h;
+      const Index slice = mask_slices == 1 ? 0 : n * mask_heads + head_offset + h;
       m.dense = mask + slice * q_len * k_len;
       m.dense_stride = k_len;
     }
@@ -104,6 +106,14 @@ struct AttentionProblem {
   }
 };
 
+/// `exp(x - max)` for a row of scores, with exactly 0 where x is -inf. (Eigen's vectorised
+/// float exp returns ~1e-39 for -inf, not 0; a blocked key must get a weight of exactly 0.)
+template <class RowExpr, class Scalar>
+void exp_shifted_inplace(RowExpr&& row, Scalar max) {
+  const Scalar neg_inf = -std::numeric_limits<Scalar>::infinity();
+  row = (row.array() == neg_inf).select(Scalar(0), (row.array() - max).exp());
+}
+
 /// Softmax of one row in place, max subtracted first. A row whose entries are all -inf (no key
 /// allowed) becomes all zeros rather than NaN.
 template <class RowExpr>
@@ -114,7 +124,7 @@ void softmax_row_inplace(RowExpr&& row) {
     row.setZero();
     return;
   }
-  row = (row.array() - max).exp();
+  exp_shifted_inplace(row, max);
   row /= row.sum();
 }
 

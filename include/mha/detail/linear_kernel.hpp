@@ -12,10 +12,12 @@
 namespace mha {
 namespace detail {
 
-/// `y [T, out] = x [T, in] * w^T + bias` on `threads` threads. x, w and y are row-major with unit
-/// column stride (any row stride); `bias` points at `[out]` values, or is null.
+/// `y [T, out] = x [T, in] * w^T + bias` on `threads` threads, or `y += x w^T + bias` when
+/// `accumulate`. x, w and y are row-major with unit column stride (any row stride); `bias` points
+/// at `[out]` values, or is null.
 template <class Scalar, class X, class W, class Y>
-void linear_rows(const X& x, const W& w, const Scalar* bias, Y&& y, int threads, ScratchPool<Scalar>& pool) {
+void linear_rows(const X& x, const W& w, const Scalar* bias, Y&& y, int threads, ScratchPool<Scalar>& pool,
+                 bool accumulate = false) {
   MHA_ASSERT(x.rows() == y.rows() && x.cols() == w.cols() && y.cols() == w.rows());
   const Index rows = x.rows(), out = w.rows(), in = w.cols();
   // Below ~64 rows a block is too thin for the GEMM kernel to pay for a thread.
@@ -26,10 +28,9 @@ void linear_rows(const X& x, const W& w, const Scalar* bias, Y&& y, int threads,
     const Index begin = b * per_block, count = std::min(per_block, rows - begin);
     if (count <= 0) return;
     auto yb = y.middleRows(begin, count);
-    if (bias)
-      yb.rowwise() = Eigen::Map<const RowVector<Scalar>>(bias, out);
-    else
-      yb.setZero();
+    if (!accumulate && !bias) yb.setZero();
+    if (bias && accumulate) yb.rowwise() += Eigen::Map<const RowVector<Scalar>>(bias, out);
+    if (bias && !accumulate) yb.rowwise() = Eigen::Map<const RowVector<Scalar>>(bias, out);
     gemm_accumulate<false>(count, out, in, x.data() + begin * x.outerStride(), x.outerStride(), w.data(),
                            w.outerStride(), yb.data(), y.outerStride(), Scalar(1), pool[thread].gemm);
   });

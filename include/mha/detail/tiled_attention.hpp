@@ -65,7 +65,7 @@ void attend_tile(const AttentionProblem<Scalar>& p, Index n, Index h, Index i0, 
       }
       rescale[r] = std::exp(row_max[r] - new_max);  // exp(-inf) = 0 on the first allowed tile
       row_max[r] = new_max;
-      s.row(r).head(width) = (s.row(r).head(width).array() - new_max).exp();
+      exp_shifted_inplace(s.row(r).head(width), new_max);
       row_sum[r] = row_sum[r] * rescale[r] + s.row(r).head(width).sum();
     }
     acc.array().colwise() *= rescale.array();

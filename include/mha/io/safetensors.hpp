@@ -117,6 +117,9 @@ inline bool dtype_from_name(const std::string& name, Dtype& dtype) {
   return false;
 }
 
+/// "1 byte", "2 bytes".
+inline std::string byte_count(std::uint64_t n) { return std::to_string(n) + (n == 1 ? " byte" : " bytes"); }
+
 /// `[2, 3]`; `[]` for a scalar.
 inline std::string shape_string(const std::vector<std::int64_t>& shape) {
   std::string s = "[";
@@ -467,14 +470,14 @@ inline HeaderEntry parse_entry(const std::string& name, const nlohmann::json& j,
 
 inline SafetensorsFile parse(const std::uint8_t* data, std::size_t size, const std::string& source) {
   if (size < 8)
-    fail_format(source, "file is " + std::to_string(size) + " bytes, too short for the 8-byte header length");
+    fail_format(source, "file is " + byte_count(size) + ", too short for the 8-byte header length");
   const std::uint64_t header_size = load_le<std::uint64_t>(data);
   if (header_size > max_header_bytes)
     fail_format(source, "header length " + std::to_string(header_size) + " exceeds the limit of " +
                             std::to_string(max_header_bytes) + " bytes");
   if (header_size > size - 8)
     fail_format(source, "header length " + std::to_string(header_size) + " exceeds the " +
-                            std::to_string(size - 8) + " bytes after it (truncated file?)");
+                            byte_count(size - 8) + " after it (truncated file?)");
   const std::uint8_t* buffer = data + 8 + header_size;
   const std::uint64_t buffer_size = size - 8 - header_size;
 
@@ -511,15 +514,15 @@ inline SafetensorsFile parse(const std::uint8_t* data, std::size_t size, const s
                               std::to_string(previous->end) + "] and " + quoted(e.name) + " [" +
                               std::to_string(e.begin) + ", " + std::to_string(e.end) + "] overlap");
     if (e.begin > position)
-      fail_format(source, "gap of " + std::to_string(e.begin - position) + " bytes before tensor " + quoted(e.name) +
+      fail_format(source, "gap of " + byte_count(e.begin - position) + " before tensor " + quoted(e.name) +
                               " (data_offsets begin " + std::to_string(e.begin) + ", previous tensor ends at " +
                               std::to_string(position) + "); tensors must cover the buffer exactly");
     position = e.end;
     previous = &e;
   }
   if (position != buffer_size)
-    fail_format(source, std::to_string(buffer_size - position) + " bytes after the last tensor (buffer of " +
-                            std::to_string(buffer_size) + " bytes, tensors end at " + std::to_string(position) +
+    fail_format(source, byte_count(buffer_size - position) + " after the last tensor (buffer of " +
+                            byte_count(buffer_size) + ", tensors end at " + std::to_string(position) +
                             "); tensors must cover the buffer exactly");
 
   for (HeaderEntry& e : entries)

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Runs the mha_bench suite and writes the results table.
+#
+# Usage: bench/run_benchmarks.sh [path/to/mha_bench] [output-dir]
+#   defaults: build/bench/mha_bench (or $MHA_BENCH), bench/results
+# Environment:
+#   REPS=5 BIG_REPS=3   repetitions of the small shapes (L <= 1024) and of L = 2048, 4096
+#   MIN_TIME=0.3        seconds each repetition runs at least (one pass of a big case is longer)
+#   TORCH_BLAS=match    LibTorch's OpenBLAS gets each case's thread count (default);
+#              single   OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1: LibTorch's GEMMs on one thread
+#   UPDATE_README=1     also write the tables into bench/README.md (between the results markers)
+#
+# Each family runs in its own process so that its threading environment is its own: mha with
+# OpenMP's defaults, LibTorch with OMP_WAIT_POLICY=PASSIVE (its idle OpenMP workers sleep instead
+# of spinning against OpenBLAS's threads). Run it on an otherwise idle machine.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+bench=${1:-${MHA_BENCH:-build/bench/mha_bench}}
+out=${2:-$here/results}
+reps=${REPS:-5}
+big_reps=${BIG_REPS:-3}
+min_time=${MIN_TIME:-0.3}
+torch_blas=${TORCH_BLAS:-match}
+
+if [[ ! -x $bench ]]; then
+  echo "run_benchmarks.sh: no mha_bench at '$bench' (cmake --preset bench && cmake --build --preset bench)" >&2
+  exit 1
+fi
+mkdir -p "$out"
+
+load=$(cut -d' ' -f1 /proc/loadavg)
+if awk -v l="$load" 'BEGIN { exit !(l > 0.5) }'; then
+  echo "run_benchmarks.sh: warning: load average $load; the numbers will be noisy" >&2
+fi
+
+small='(128|512|1024)'
+big='(2048|4096)'
+torch_env=(OMP_WAIT_POLICY=PASSIVE)
+if [[ $torch_blas == single ]]; then
+  torch_env+=(OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 MHA_BENCH_TORCH_BLAS_THREADS=env)
+fi
+
+# run NAME REPETITIONS FILTER [ENV...]
+run() {
+  local name=$1 repetitions=$2 filter=$3
+  shift 3
+  local start=$SECONDS
+  rm -f "$out/$name.json"
+  if [[ -z $("$bench" --benchmark_list_tests --benchmark_filter="$filter" 2>/dev/null) ]]; then
+    echo "== $name: no case matches '$filter' (mha_bench built without LibTorch?), skipped" >&2
+    return
+  fi
+  echo "== $name: --benchmark_filter='$filter' x $repetitions" >&2
+  env "$@" "$bench" \
+    --benchmark_filter="$filter" \
+    --benchmark_repetitions="$repetitions" \
+    --benchmark_report_aggregates_only=true \
+    --benchmark_min_time="$min_time" \
+    --benchmark_format=json \
+    --benchmark_out_format=json \
+    --benchmark_out="$out/$name.json" >/dev/null
+  echo "   $name took $((SECONDS - start)) s" >&2
+}
+
+total=$SECONDS
+run gemm "$reps" '^BM_GemmRoofline/'
+run mha_small "$reps" "^BM_MHA(_Reference)?/[0-9]+/$small/"
+run mha_big "$big_reps" "^BM_MHA(_Reference)?/[0-9]+/$big/"
+run torch_small "$reps" "^BM_Torch/[0-9]+/$small/" "${torch_env[@]}"
+run torch_big "$big_reps" "^BM_Torch/[0-9]+/$big/" "${torch_env[@]}"
+echo "== suite took $((SECONDS - total)) s" >&2
+
+memory_check=$(dirname "$bench")/mha_memory_check
+if [[ -x $memory_check ]]; then
+  "$memory_check" | tee "$out/memory_check.txt"
+fi
+
+results=()
+for name in gemm mha_small mha_big torch_small torch_big; do
+  [[ -f $out/$name.json ]] && results+=("$out/$name.json")
+done
+if [[ ${UPDATE_README:-0} == 1 ]]; then
+  python3 "$here/summarize.py" "${results[@]}" --update-readme "$here/README.md" | tee "$out/summary.md"
+else
+  python3 "$here/summarize.py" "${results[@]}" | tee "$out/summary.md"
+fi
