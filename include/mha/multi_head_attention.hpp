@@ -114,20 +114,12 @@ struct ForwardOptions {
   void with_key_padding(KeyPaddingMask<Scalar>&&) = delete;
 };
 
-/// What a forward pass returns.
+/// What a forward pass returns; `auto [output, weights] = layer.forward(...)` unpacks it.
+/// Per-head weights of batch entry n and head h are rows `[(n * H + h) * L, (n * H + h + 1) * L)`.
 template <class Scalar>
 struct AttentionResult {
   Matrix<Scalar> output;   ///< `[L, E]`, or `[N * L, E]` for a batch
   Matrix<Scalar> weights;  ///< empty unless need_weights; see the shapes table above
-  Index batch = 0;         ///< N
-  Index heads = 0;         ///< H
-  Index query_len = 0;     ///< L
-
-  /// The `[L, S']` weights of batch entry n and head h (h is ignored for averaged weights).
-  auto head_weights(Index n, Index h = 0) const {
-    const bool per_head = weights.rows() == batch * heads * query_len && heads > 1;
-    return weights.middleRows(((per_head ? n * heads + h : n)) * query_len, query_len);
-  }
 };
 
 /// Scratch memory of forward passes, reused across calls: once a shape has been run, running it
@@ -243,9 +235,6 @@ class MultiHeadAttention {
                                   const BatchView<Scalar>& value,
                                   const ForwardOptions<Scalar>& options = ForwardOptions<Scalar>()) const {
     AttentionResult<Scalar> result;
-    result.batch = query.batch();
-    result.heads = num_heads();
-    result.query_len = query.tokens();
     Workspace<Scalar> workspace;
     result.output.resize(query.batch() * query.tokens(), embed_dim());
     forward(query, key, value, options, workspace, result.output,
