@@ -286,7 +286,8 @@ class MultiHeadAttention {
                                 key.data() == value.data() && query.row_stride() == key.row_stride() &&
                                 key.row_stride() == value.row_stride();
     const RowVector<Scalar>& in_bias = m_in_proj.in_proj_bias();
-    if (want_weights) weights->resize(options.average_attn_weights ? N * L : N * H * L, p.total_keys());
+    const Index total_keys = S + (m_options.add_bias_kv ? 1 : 0) + (m_options.add_zero_attn ? 1 : 0);  // S'
+    if (want_weights) weights->resize(options.average_attn_weights ? N * L : N * H * L, total_keys);
 
     for (Index h0 = 0; h0 < H; h0 += group) {
       const Index g = std::min(group, H - h0), width = g * d;  // heads [h0, h0 + g): columns [h0 d, h0 d + width)

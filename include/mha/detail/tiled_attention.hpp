@@ -25,26 +25,29 @@ struct TileSizes {
 /// it as a single, reusable allocation.
 template <class Scalar>
 struct TileScratch {
+  /// Columns of the score block: a key tile, or the (up to 2) extra key columns.
+  static Index score_cols(const TileSizes& t) { return std::max<Index>(t.key_rows, 2); }
   static Index rows(const TileSizes& t) { return t.query_rows; }
-  static Index cols(const TileSizes& t, Index head_dim, Index v_dim) { return t.key_rows + v_dim + head_dim + 3; }
+  static Index cols(const TileSizes& t, Index head_dim, Index v_dim) { return score_cols(t) + v_dim + head_dim + 3; }
 };
 
 /// Attention of query rows [i0, i1) of head h of batch entry n, into the context.
-/// `scratch` is `[Bq, Bk + dv + d + 3]` (TileScratch).
+/// `scratch` is `[Bq, max(Bk, 2) + dv + d + 3]` (TileScratch).
 template <class Scalar>
 void attend_tile(const AttentionProblem<Scalar>& p, Index n, Index h, Index i0, Index i1,
                  const TileSizes& tiles, Matrix<Scalar>& scratch, GemmBuffers<Scalar>& gemm) {
   using Block = Eigen::Block<Matrix<Scalar>, Eigen::Dynamic, Eigen::Dynamic>;
   const Index S = p.k_len, d = p.head_dim, dv = p.v_dim, rows = i1 - i0, Bk = tiles.key_rows;
+  const Index sc = TileScratch<Scalar>::score_cols(tiles);  // score columns, >= Bk
   const Scalar neg_inf = -std::numeric_limits<Scalar>::infinity();
   const HeadMask<Scalar> mask = p.head_mask(n, h);
 
-  Block scores = scratch.block(0, 0, rows, Bk);            // [rows, Bk] this tile's scores
-  Block acc = scratch.block(0, Bk, rows, dv);              // [rows, dv] unnormalised output
-  Block q = scratch.block(0, Bk + dv, rows, d);            // [rows, d]  queries * scale
-  auto row_max = scratch.col(Bk + dv + d).head(rows);      // [rows]     running max
-  auto row_sum = scratch.col(Bk + dv + d + 1).head(rows);  // [rows]     running sum of exp
-  auto rescale = scratch.col(Bk + dv + d + 2).head(rows);  // [rows]     exp(old max - new max)
+  Block scores = scratch.block(0, 0, rows, sc);            // [rows, sc] this tile's scores
+  Block acc = scratch.block(0, sc, rows, dv);              // [rows, dv] unnormalised output
+  Block q = scratch.block(0, sc + dv, rows, d);            // [rows, d]  queries * scale
+  auto row_max = scratch.col(sc + dv + d).head(rows);      // [rows]     running max
+  auto row_sum = scratch.col(sc + dv + d + 1).head(rows);  // [rows]     running sum of exp
+  auto rescale = scratch.col(sc + dv + d + 2).head(rows);  // [rows]     exp(old max - new max)
   // The scale goes into one copy of the query tile rather than into every score.
   q = ConstStridedMap<Scalar>(p.q + (n * p.q_len + i0) * p.q_stride + h * d, rows, d,
                               Eigen::OuterStride<>(p.q_stride)) * p.scale;

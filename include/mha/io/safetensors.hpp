@@ -27,7 +27,15 @@
 /// `__metadata__`, and pads the header with spaces so that the data buffer starts at a multiple
 /// of 8 bytes.
 ///
-/// Byte order: data is decoded and encoded byte by byte, so the code is correct on any host.
+/// Byte order: data is decoded and encoded byte by byte (F32 / F64 into float / double are one
+/// memcpy on little-endian hosts), so the code is correct on any host.
+///
+///     mha::io::SafetensorsFile f = mha::io::read_safetensors("in.safetensors");
+///     mha::Matrix<float> x = f.at("query").to_matrix<float>();  // [N, L, E] -> [N * L, E]
+///     mha::io::SafetensorsFile out;
+///     out.metadata()["note"] = "example";
+///     out.insert("y", mha::io::Tensor::from_matrix(x, f.at("query").shape()));
+///     mha::io::write_safetensors("out.safetensors", out);
 
 #include <algorithm>
 #include <cstddef>
@@ -99,7 +107,7 @@ inline std::size_t dtype_size(Dtype dtype) {
 }
 
 /// True for F16, BF16, F32 and F64.
-inline bool is_floating_point(Dtype dtype) {
+inline bool is_float_dtype(Dtype dtype) {
   return dtype == Dtype::f16 || dtype == Dtype::bf16 || dtype == Dtype::f32 || dtype == Dtype::f64;
 }
 
@@ -540,8 +548,9 @@ inline SafetensorsFile parse_safetensors(const std::uint8_t* data, std::size_t s
   return detail::parse(data ? data : &empty, data ? size : 0, "safetensors");
 }
 
-/// Reads a safetensors file. Throws `mha::io_error` when it cannot be read and
-/// `mha::format_error`, naming the path, when it is malformed.
+/// Reads a safetensors file (all of it, into memory; the tensors are then copied out). Throws
+/// `mha::io_error` when it cannot be read and `mha::format_error`, naming the path, when it is
+/// malformed.
 inline SafetensorsFile read_safetensors(const std::filesystem::path& path) {
   const std::string source = path.string();
   std::error_code ec;

@@ -41,7 +41,7 @@ template <class Scalar>
 Matrix<Scalar> parameter(const SafetensorsFile& file, const std::string& key, const std::vector<std::int64_t>& shape) {
   const Tensor* t = file.find(key);
   if (!t) MHA_THROW(format_error, "[mha.format] state_dict: missing " + quoted(key));
-  if (!is_floating_point(t->dtype()))
+  if (!is_float_dtype(t->dtype()))
     MHA_THROW(format_error, "[mha.format] state_dict " + quoted(key) + ": expected a floating-point dtype, got " +
                                 dtype_name(t->dtype()));
   if (t->shape() != shape)
