@@ -26,9 +26,12 @@
 /// A query row with no key it may attend (every key masked) gets all-zero weights and a zero
 /// head output, so its output row is `out_proj.bias`. PyTorch returns NaN for such rows.
 
+#include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -283,7 +286,8 @@ class MultiHeadAttention {
     const bool tiled = !want_weights && options.kernel != Kernel::reference;
     const Index group = tiled ? heads_per_group(N, L, S) : H;
     const bool self_attention = group == H && m_in_proj.packed() && query.data() == key.data() &&
-                                key.data() == value.data() && query.row_stride() == key.row_stride() &&
+                                key.data() == value.data() && query.tokens() == key.tokens() &&
+                                query.row_stride() == key.row_stride() &&
                                 key.row_stride() == value.row_stride();
     const RowVector<Scalar>& in_bias = m_in_proj.in_proj_bias();
     const Index total_keys = S + (m_options.add_bias_kv ? 1 : 0) + (m_options.add_zero_attn ? 1 : 0);  // S'
@@ -408,6 +412,12 @@ class MultiHeadAttention {
     return std::max<Index>(1, std::min<Index>(num_heads(), fit));
   }
 
+  // Starting a thread team costs microseconds: below ~1 MFLOP of attention one thread is faster.
+  static int threads_for_work(const detail::AttentionProblem<Scalar>& p, int threads) {
+    const double flops = 4.0 * double(p.batch * p.heads) * double(p.q_len) * double(p.total_keys()) * double(p.head_dim);
+    return flops < 1e6 ? 1 : threads;
+  }
+
   static const Scalar* bias_or_null(const RowVector<Scalar>& bias, Index offset) {
     return bias.size() > 0 ? bias.data() + offset : nullptr;
   }
@@ -416,6 +426,7 @@ class MultiHeadAttention {
   // causal mask the last query tiles see the most keys, and dynamic scheduling then fills the
   // tail with the light ones.
   void attend_tiled(const detail::AttentionProblem<Scalar>& p, int threads, Workspace<Scalar>& ws) const {
+    threads = threads_for_work(p, threads);
     detail::TileSizes tiles = m_tiles;
     tiles.query_rows = std::min(tiles.query_rows, p.q_len);
     const Index tile_count = (p.q_len + tiles.query_rows - 1) / tiles.query_rows;
@@ -437,6 +448,7 @@ class MultiHeadAttention {
   void attend_reference(const detail::AttentionProblem<Scalar>& p, int threads, Workspace<Scalar>& ws,
                         Matrix<Scalar>* weights, bool average) const {
     const Index N = p.batch, H = p.heads, L = p.q_len;
+    threads = threads_for_work(p, threads);
     ws.m_threads.reserve_tiles(threads, p.q_len, p.total_keys());
     ws.m_threads.reserve_gemm(threads, p.q_len, p.k_len, p.head_dim);  // Q K^T
     ws.m_threads.reserve_gemm(threads, p.q_len, p.v_dim, p.k_len);     // P V
