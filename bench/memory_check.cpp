@@ -91,10 +91,12 @@ int main(int argc, char** argv) {
     std::fprintf(stderr,
                  "mha_memory_check: B=1 L=S=%ld E=%ld H=%ld kernel=%s threads=%d, forward %.2f s\n"
                  "  VmHWM before %.1f MiB (inputs and output, %.1f MiB each, included%s), after %.1f MiB\n"
-                 "  workspace floor: qkv [L, 3E] + ctx [L, E] = %.1f MiB; one [L, S] float matrix = %.1f MiB\n",
+                 "  for scale: all heads' Q, K, V and context = %.1f MiB (the layer's workspace budget is %.1f MiB, "
+                 "so it runs heads in groups); one [L, S] float matrix = %.1f MiB\n",
                  long(L), long(E), long(H), reference ? "reference" : "automatic", mha::num_threads(threads), seconds,
                  before_kib / 1024.0, tensor_mib, reset ? "; peak reset first" : "", after_kib / 1024.0,
-                 4.0 * tensor_mib, double(L) * double(L) * sizeof(float) / (1024.0 * 1024.0));
+                 4.0 * tensor_mib, double(layer.workspace_budget()) / (1024.0 * 1024.0),
+                 double(L) * double(L) * sizeof(float) / (1024.0 * 1024.0));
     std::printf("peak_rss_growth_mib=%.1f\n", growth_mib);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "mha_memory_check: %s\n", e.what());

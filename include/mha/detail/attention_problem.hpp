@@ -106,12 +106,19 @@ struct AttentionProblem {
   }
 };
 
-/// `exp(x - max)` for a row of scores, with exactly 0 where x is -inf. (Eigen's vectorised
-/// float exp returns ~1e-39 for -inf, not 0; a blocked key must get a weight of exactly 0.)
+/// `exp(x - max)` for a row of scores, with exactly 0 where x is -inf.
+///
+/// Eigen's vectorised exp clamps its argument, so exp(-inf) comes out as a subnormal (~3e-39 in
+/// float, ~1e-309 in double) rather than 0, and a blocked key must weigh exactly 0. Results below
+/// the smallest normal number are therefore flushed to zero in a second, cheap pass: a
+/// coefficient-wise select would do it in one pass but is not vectorised in Eigen 3.4, and turns
+/// the exp, the hottest operation after the products, into a scalar libm call.
 template <class RowExpr, class Scalar>
 void exp_shifted_inplace(RowExpr&& row, Scalar max) {
-  const Scalar neg_inf = -std::numeric_limits<Scalar>::infinity();
-  row = (row.array() == neg_inf).select(Scalar(0), (row.array() - max).exp());
+  row = (row.array() - max).exp();
+  const Scalar smallest_normal = std::numeric_limits<Scalar>::min();
+  Scalar* data = row.data();
+  for (Index j = 0; j < row.size(); ++j) data[j] = data[j] < smallest_normal ? Scalar(0) : data[j];
 }
 
 /// Softmax of one row in place, max subtracted first. A row whose entries are all -inf (no key
