@@ -25,43 +25,20 @@
 #include <sys/wait.h>
 #endif
 
+#include "io_test_support.hpp"
 #include "mha_catch.hpp"
 
 namespace {
+
+using io_test::fixtures_dir;
+using io_test::fixture_files;
+using io_test::temp_path;
 
 using Catch::Matchers::ContainsSubstring;
 using Catch::Matchers::StartsWith;
 using mha::io::Dtype;
 using mha::io::SafetensorsFile;
 using mha::io::Tensor;
-
-std::filesystem::path fixtures_dir() {
-#ifdef MHA_FIXTURES_DIR
-  return MHA_FIXTURES_DIR;
-#else
-  for (const char* p : {"tests/fixtures", "../tests/fixtures", "../../tests/fixtures"})
-    if (std::filesystem::is_directory(p)) return p;
-  return "tests/fixtures";
-#endif
-}
-
-std::vector<std::filesystem::path> fixture_files() {
-  std::vector<std::filesystem::path> files;
-  for (const auto& entry : std::filesystem::directory_iterator(fixtures_dir()))
-    if (entry.path().extension() == ".safetensors") files.push_back(entry.path());
-  std::sort(files.begin(), files.end());
-  return files;
-}
-
-std::filesystem::path temp_path(const std::string& stem, const std::string& extension = ".safetensors") {
-#ifdef MHA_TEST_TMP_DIR
-  const std::filesystem::path dir = MHA_TEST_TMP_DIR;
-#else
-  const std::filesystem::path dir = std::filesystem::temp_directory_path();
-#endif
-  std::random_device rd;
-  return dir / (stem + "_" + std::to_string(rd()) + std::to_string(rd()) + extension);
-}
 
 bool is_f32(const SafetensorsFile& f) { return f.at("query").dtype() == Dtype::f32; }
 

@@ -10,28 +10,19 @@
 #include <string>
 #include <vector>
 
+#include "io_test_support.hpp"
 #include "mha_catch.hpp"
 
 namespace {
+
+using io_test::thrown;
+using io_test::temp_path;
 
 using Catch::Matchers::ContainsSubstring;
 using mha::io::Dtype;
 using mha::io::SafetensorsFile;
 using mha::io::Tensor;
 using Bytes = std::vector<std::uint8_t>;
-
-// The message of the exception of type E that `f` throws, or a note that it threw none / another.
-template <class E, class F>
-std::string thrown(F&& f) {
-  try {
-    f();
-  } catch (const E& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    return std::string("<other exception> ") + e.what();
-  }
-  return "<no exception>";
-}
 
 // A file from a header text and a data buffer; `declared` overrides the header length.
 Bytes make_file(const std::string& header, const Bytes& buffer = {}, std::uint64_t declared = ~std::uint64_t(0)) {
@@ -47,16 +38,6 @@ SafetensorsFile parse(const Bytes& b) { return mha::io::parse_safetensors(b.data
 
 std::string format_error_of(const std::string& header, const Bytes& buffer = {}) {
   return thrown<mha::format_error>([&] { parse(make_file(header, buffer)); });
-}
-
-std::filesystem::path temp_path(const std::string& stem) {
-#ifdef MHA_TEST_TMP_DIR
-  const std::filesystem::path dir = MHA_TEST_TMP_DIR;
-#else
-  const std::filesystem::path dir = std::filesystem::temp_directory_path();
-#endif
-  std::random_device rd;
-  return dir / (stem + "_" + std::to_string(rd()) + std::to_string(rd()) + ".safetensors");
 }
 
 SafetensorsFile sample_file() {

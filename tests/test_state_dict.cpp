@@ -9,44 +9,20 @@
 #include <string>
 #include <vector>
 
+#include "io_test_support.hpp"
 #include "mha_catch.hpp"
 
 namespace {
+
+using io_test::thrown;
+using io_test::fixtures_dir;
+using io_test::fixture_files;
+using io_test::temp_path;
 
 using Catch::Matchers::ContainsSubstring;
 using mha::io::Dtype;
 using mha::io::SafetensorsFile;
 using mha::io::Tensor;
-
-template <class E, class F>
-std::string thrown(F&& f) {
-  try {
-    f();
-  } catch (const E& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    return std::string("<other exception> ") + e.what();
-  }
-  return "<no exception>";
-}
-
-std::filesystem::path fixtures_dir() {
-#ifdef MHA_FIXTURES_DIR
-  return MHA_FIXTURES_DIR;
-#else
-  for (const char* p : {"tests/fixtures", "../tests/fixtures", "../../tests/fixtures"})
-    if (std::filesystem::is_directory(p)) return p;
-  return "tests/fixtures";
-#endif
-}
-
-std::vector<std::filesystem::path> fixture_files() {
-  std::vector<std::filesystem::path> files;
-  for (const auto& entry : std::filesystem::directory_iterator(fixtures_dir()))
-    if (entry.path().extension() == ".safetensors") files.push_back(entry.path());
-  std::sort(files.begin(), files.end());
-  return files;
-}
 
 SafetensorsFile fixture(const std::string& name) { return mha::io::read_safetensors(fixtures_dir() / name); }
 
@@ -60,16 +36,6 @@ SafetensorsFile state_dict_of(const SafetensorsFile& f, const std::string& prefi
   for (const char* k : state_dict_keys)
     if (const Tensor* t = f.find(k)) out.insert(prefix + k, *t);
   return out;
-}
-
-std::filesystem::path temp_path(const std::string& stem) {
-#ifdef MHA_TEST_TMP_DIR
-  const std::filesystem::path dir = MHA_TEST_TMP_DIR;
-#else
-  const std::filesystem::path dir = std::filesystem::temp_directory_path();
-#endif
-  std::random_device rd;
-  return dir / (stem + "_" + std::to_string(rd()) + std::to_string(rd()) + ".safetensors");
 }
 
 // Saves `module` to a SafetensorsFile, through bytes and back.

@@ -1,0 +1,56 @@
+#pragma once
+// Helpers shared by the I/O tests: exception messages, the fixture files, temporary paths.
+
+#include <algorithm>
+#include <exception>
+#include <filesystem>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace io_test {
+
+// The message of the exception of type E that `f` throws, or a note that it threw none / another.
+template <class E, class F>
+std::string thrown(F&& f) {
+  try {
+    f();
+  } catch (const E& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    return std::string("<other exception> ") + e.what();
+  }
+  return "<no exception>";
+}
+
+inline std::filesystem::path fixtures_dir() {
+#ifdef MHA_FIXTURES_DIR
+  return MHA_FIXTURES_DIR;
+#else
+  for (const char* p : {"tests/fixtures", "../tests/fixtures", "../../tests/fixtures"})
+    if (std::filesystem::is_directory(p)) return p;
+  return "tests/fixtures";
+#endif
+}
+
+// Every fixture file, sorted by name.
+inline std::vector<std::filesystem::path> fixture_files() {
+  std::vector<std::filesystem::path> files;
+  for (const auto& entry : std::filesystem::directory_iterator(fixtures_dir()))
+    if (entry.path().extension() == ".safetensors") files.push_back(entry.path());
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+// A fresh path in the test scratch directory.
+inline std::filesystem::path temp_path(const std::string& stem, const std::string& extension = ".safetensors") {
+#ifdef MHA_TEST_TMP_DIR
+  const std::filesystem::path dir = MHA_TEST_TMP_DIR;
+#else
+  const std::filesystem::path dir = std::filesystem::temp_directory_path();
+#endif
+  std::random_device rd;
+  return dir / (stem + "_" + std::to_string(rd()) + std::to_string(rd()) + extension);
+}
+
+}  // namespace io_test
