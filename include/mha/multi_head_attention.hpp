@@ -136,18 +136,19 @@ class Workspace {
   template <class>
   friend class MultiHeadAttention;
   Matrix<Scalar> m_qkv;  // [N * L, 3E]  packed self-attention projection
-  Matrix<Scalar> m_q;    // [N * L, E]
-  Matrix<Scalar> m_k;    // [N * S, E]
-  Matrix<Scalar> m_v;    // [N * S, E]
-  Matrix<Scalar> m_ctx;  // [N * L, E]   heads' outputs, concatenated
+  Matrix<Scalar> m_q;    // [N * L, g d]  a head group's projections (g d = E without grouping)
+  Matrix<Scalar> m_k;    // [N * S, g d]
+  Matrix<Scalar> m_v;    // [N * S, g d]
+  Matrix<Scalar> m_ctx;  // [N * L, g d]  the group's heads' outputs, concatenated
   detail::ScratchPool<Scalar> m_threads;  // per-thread tiles and GEMM packing buffers
 };
 
 /// Multi-head attention with PyTorch `nn.MultiheadAttention` semantics (batch_first=True).
 ///
 /// Cost of a forward pass without weights: `2 N (L E^2 + S E kdim + S E vdim + L E^2)` FLOPs for
-/// the projections and `4 N L S' E` for attention; the attention never holds an `[L, S]` buffer
-/// unless weights are requested.
+/// the projections and `4 N L S' E` for attention (about half of that with a causal mask); the
+/// attention never holds an `[L, S]` buffer unless weights are requested, and the projections stay
+/// within `workspace_budget()` by running heads in groups.
 template <class Scalar_>
 class MultiHeadAttention {
  public:
