@@ -466,4 +466,15 @@ RefMhaResult ref_mha(const RefWeights& w, const Eigen::DenseBase<Q>& query, cons
   return r;
 }
 
+// Rows of `w` sum to 1, except rows whose every entry is exactly 0 (fully masked).
+template <class S>
+void require_rows_are_distributions(const Mat<S>& w) {
+  for (mha::Index i = 0; i < w.rows(); ++i) {
+    CAPTURE(i);
+    REQUIRE((w.row(i).array() >= S(0)).all());
+    if (w.row(i).isZero(0)) continue;
+    REQUIRE(std::abs(static_cast<double>(w.row(i).sum()) - 1.0) < 10 * Tol<S>::rel);
+  }
+}
+
 }  // namespace mha_test

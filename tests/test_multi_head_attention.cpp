@@ -70,17 +70,6 @@ struct Inputs {
   BatchView<S> v() const { return BatchView<S>(value, N); }
 };
 
-// Rows of `w` sum to 1, except rows whose every entry is exactly 0 (fully masked).
-template <class S>
-void require_rows_are_distributions(const Mat<S>& w) {
-  for (Index i = 0; i < w.rows(); ++i) {
-    CAPTURE(i);
-    REQUIRE((w.row(i).array() >= S(0)).all());
-    if (w.row(i).isZero(0)) continue;
-    REQUIRE(std::abs(static_cast<double>(w.row(i).sum()) - 1.0) < 10 * mha_test::Tol<S>::rel);
-  }
-}
-
 /// A random additive float mask with some -inf entries.
 template <class S>
 Mat<S> random_additive(std::mt19937& rng, Index rows, Index cols) {
@@ -194,7 +183,7 @@ TEMPLATE_TEST_CASE("MultiHeadAttention equals the loop reference over option com
     } else {
       const MatD& w = weights_kind == 1 ? expected.weights_avg : expected.weights_per_head;
       REQUIRE_CLOSE_T(S, got.weights, w);
-      require_rows_are_distributions(got.weights);
+      mha_test::require_rows_are_distributions(got.weights);
     }
     REQUIRE(mha_test::all_finite(got.output));
   }
@@ -370,7 +359,7 @@ TEMPLATE_TEST_CASE("A fully masked query row outputs out_proj.bias and zero weig
         layer.mha.forward(in.q(), in.k(), in.v(), ForwardOptions<S>().with_key_padding(kpm).weights());
     for (Index i = 0; i < L; ++i) REQUIRE(mha_test::exactly_equal(r.output.row(L + i), bias));
     REQUIRE(r.weights.bottomRows(L).isZero(0));
-    require_rows_are_distributions(r.weights);
+    mha_test::require_rows_are_distributions(r.weights);
     REQUIRE_FALSE(r.weights.topRows(L).isZero(0));
   }
   SECTION("causal with L > S: the first L - S rows") {
@@ -398,7 +387,7 @@ TEMPLATE_TEST_CASE("Large inputs keep MultiHeadAttention finite", "[mha][stabili
   const mha::AttentionResult<S> r = layer.mha.forward(in.query, in.key, in.value, ForwardOptions<S>().weights());
   REQUIRE(mha_test::all_finite(r.output));
   REQUIRE(mha_test::all_finite(r.weights));
-  require_rows_are_distributions(r.weights);
+  mha_test::require_rows_are_distributions(r.weights);
 }
 
 TEMPLATE_TEST_CASE("float and double layers with the same weights agree", "[mha][precision]", float, double) {

@@ -26,17 +26,6 @@ Qkv<S> random_qkv(std::mt19937& rng, Index L, Index Sk, Index d, Index dv) {
           mha_test::random_matrix<S>(rng, Sk, dv)};
 }
 
-// Rows of `w` sum to 1, except rows whose every entry is exactly 0.
-template <class S>
-void require_rows_are_distributions(const Mat<S>& w) {
-  for (Index i = 0; i < w.rows(); ++i) {
-    CAPTURE(i);
-    REQUIRE((w.row(i).array() >= S(0)).all());
-    if (w.row(i).isZero(0)) continue;
-    REQUIRE(std::abs(static_cast<double>(w.row(i).sum()) - 1.0) < 10 * mha_test::Tol<S>::rel);
-  }
-}
-
 }  // namespace
 
 TEMPLATE_TEST_CASE("SDPA equals the loop reference", "[sdpa]", float, double) {
@@ -69,7 +58,7 @@ TEMPLATE_TEST_CASE("SDPA equals the loop reference", "[sdpa]", float, double) {
     REQUIRE(out.cols() == dv);
     REQUIRE_CLOSE_T(S, out, ref.out);
     REQUIRE_CLOSE_T(S, w, ref.weights);
-    require_rows_are_distributions(w);
+    mha_test::require_rows_are_distributions(w);
     // Without a weights pointer, the same output.
     REQUIRE(mha_test::exactly_equal(scaled_dot_product_attention(x.q, x.k, x.v, mask), out));
   }
@@ -125,7 +114,7 @@ TEMPLATE_TEST_CASE("SDPA causal masks are end-aligned", "[sdpa][causal]", float,
     // L < S: the last query sees every key.
     if (L <= Sk) REQUIRE((w.row(L - 1).array() > S(0)).all());
     REQUIRE_CLOSE_T(S, out, mha_test::ref_sdpa(x.q, x.k, x.v, MatD(), true).out);
-    require_rows_are_distributions(w);
+    mha_test::require_rows_are_distributions(w);
   }
 }
 
@@ -168,7 +157,7 @@ TEMPLATE_TEST_CASE("SDPA fully masked rows give zero weights and output", "[sdpa
   REQUIRE(w.row(2).isZero(0));
   REQUIRE(out.row(2).isZero(0));
   REQUIRE_CLOSE_T(S, out, mha_test::ref_sdpa(x.q, x.k, x.v, mha_test::ref_additive(b, true)).out);
-  require_rows_are_distributions(w);
+  mha_test::require_rows_are_distributions(w);
 
   // The same with an additive -inf row.
   Mat<S> f = Mat<S>::Zero(L, Sk);
@@ -189,7 +178,7 @@ TEMPLATE_TEST_CASE("SDPA stays finite with large logits", "[sdpa][stability]", f
   const Mat<S> out = scaled_dot_product_attention(x.q, x.k, x.v, AttentionMask<S>(), {}, &w);
   REQUIRE(mha_test::all_finite(out));
   REQUIRE(mha_test::all_finite(w));
-  require_rows_are_distributions(w);
+  mha_test::require_rows_are_distributions(w);
   // Logits near 1e4 carry an absolute float rounding error near 1e-3.
   const double rtol = std::is_same<S, float>::value ? 1e-2 : 1e-9;
   const double atol = std::is_same<S, float>::value ? 2e-2 : 1e-9;
