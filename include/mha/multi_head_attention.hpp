@@ -33,7 +33,6 @@
 #include <string>
 #include <type_traits>
 #include <utility>
-#include <vector>
 
 #include "detail/attention_problem.hpp"
 #include "detail/linear_kernel.hpp"

@@ -135,11 +135,5 @@ void attend_tile(const AttentionProblem<Scalar>& p, Index n, Index h, Index i0, 
   }
 }
 
-/// Number of key columns a query tile [i0, i1) touches: its share of the work.
-template <class Scalar>
-Index tile_work(const AttentionProblem<Scalar>& p, Index i1) {
-  return p.causal ? std::max<Index>(0, std::min(p.k_len, i1 - 1 + p.k_len - p.q_len + 1)) : p.k_len;
-}
-
 }  // namespace detail
 }  // namespace mha
