@@ -34,12 +34,9 @@
 #include <type_traits>
 #include <utility>
 
-#include "detail/attention_problem.hpp"
+#include "detail/attention_core.hpp"
 #include "detail/linear_kernel.hpp"
 #include "detail/random.hpp"
-#include "detail/reference_attention.hpp"
-#include "detail/scratch.hpp"
-#include "detail/tiled_attention.hpp"
 #include "linear.hpp"
 #include "mask.hpp"
 #include "parallel.hpp"
@@ -268,13 +265,14 @@ class MultiHeadAttention {
     p.q_len = L;
     p.k_len = S;
     p.head_dim = p.v_dim = d;
+    p.num_heads = p.num_kv_heads = H;
     p.scale = Scalar(1) / std::sqrt(Scalar(d));
+    p.q_pos0 = S - L;  // PyTorch's causal mask is end-aligned: query i sees keys j <= i + S - L
     p.zero_attn = m_options.add_zero_attn;
     if (options.attn_mask && options.attn_mask->has_values()) {
       p.mask = options.attn_mask->values().data();
       p.mask_slices = options.attn_mask->slices();
     }
-    p.mask_heads = H;
     if (options.key_padding_mask && !options.key_padding_mask->empty())
       p.key_padding = options.key_padding_mask->values().data();
     p.causal = options.is_causal || (options.attn_mask && options.attn_mask->is_causal());
@@ -291,7 +289,10 @@ class MultiHeadAttention {
                                 key.row_stride() == value.row_stride();
     const RowVector<Scalar>& in_bias = m_in_proj.in_proj_bias();
     const Index total_keys = S + (m_options.add_bias_kv ? 1 : 0) + (m_options.add_zero_attn ? 1 : 0);  // S'
-    if (want_weights) weights->resize(options.average_attn_weights ? N * L : N * H * L, total_keys);
+    if (want_weights) {
+      weights->resize(options.average_attn_weights ? N * L : N * H * L, total_keys);
+      if (options.average_attn_weights) weights->setZero();
+    }
 
     for (Index h0 = 0; h0 < H; h0 += group) {
       const Index g = std::min(group, H - h0), width = g * d;  // heads [h0, h0 + g): columns [h0 d, h0 d + width)
@@ -300,10 +301,9 @@ class MultiHeadAttention {
         workspace.m_qkv.resize(N * L, 3 * E);  // [N*L, 3E]: Q | K | V
         detail::linear_rows(query.flat(), m_in_proj.in_proj_weight(), bias_or_null(in_bias, 0), workspace.m_qkv,
                             threads, workspace.m_threads);
-        p.q = workspace.m_qkv.data();
-        p.k = p.q + E;
-        p.v = p.q + 2 * E;
-        p.q_stride = p.k_stride = p.v_stride = 3 * E;
+        p.q = head_view<const Scalar>(workspace.m_qkv.data(), L, 3 * E);
+        p.k = head_view<const Scalar>(workspace.m_qkv.data() + E, S, 3 * E);
+        p.v = head_view<const Scalar>(workspace.m_qkv.data() + 2 * E, S, 3 * E);
       } else {
         workspace.m_q.resize(N * L, width);  // [N*L, g d]
         workspace.m_k.resize(N * S, width);  // [N*S, g d]
@@ -315,26 +315,25 @@ class MultiHeadAttention {
                             workspace.m_k, threads, workspace.m_threads);
         detail::linear_rows(value.flat(), m_in_proj.v_weight().middleRows(r0, width),
                             bias_or_null(in_bias, 2 * E + r0), workspace.m_v, threads, workspace.m_threads);
-        p.q = workspace.m_q.data();
-        p.k = workspace.m_k.data();
-        p.v = workspace.m_v.data();
-        p.q_stride = p.k_stride = p.v_stride = width;
+        p.q = head_view<const Scalar>(workspace.m_q.data(), L, width);
+        p.k = head_view<const Scalar>(workspace.m_k.data(), S, width);
+        p.v = head_view<const Scalar>(workspace.m_v.data(), S, width);
       }
 
       // 2. Attention of every (batch entry, head of the group) into the group's context.
       workspace.m_ctx.resize(N * L, width);  // [N*L, g d]
       p.heads = g;
       p.head_offset = h0;
-      p.ctx = workspace.m_ctx.data();
-      p.ctx_stride = width;
+      p.ctx = head_view<Scalar>(workspace.m_ctx.data(), L, width);
       if (m_options.add_bias_kv) {
         p.bias_k = m_bias_k.data() + h0 * d;
         p.bias_v = m_bias_v.data() + h0 * d;
       }
       if (tiled)
-        attend_tiled(p, threads, workspace);
+        detail::run_tiled(p, m_tiles, threads, workspace.m_threads);
       else
-        attend_reference(p, threads, workspace, want_weights ? weights : nullptr, options.average_attn_weights);
+        detail::run_reference(p, threads, workspace.m_threads, want_weights ? weights : nullptr,
+                              options.average_attn_weights);
 
       // 3. Output projection: out = bias + sum over groups of ctx_group W_O[:, group columns]^T.
       detail::linear_rows(workspace.m_ctx, m_out_proj.weight().middleCols(h0 * d, width),
@@ -412,65 +411,20 @@ class MultiHeadAttention {
     return std::max<Index>(1, std::min<Index>(num_heads(), fit));
   }
 
-  // Starting a thread team costs microseconds: below ~1 MFLOP of attention one thread is faster.
-  static int threads_for_work(const detail::AttentionProblem<Scalar>& p, int threads) {
-    const double flops = 4.0 * double(p.batch * p.heads) * double(p.q_len) * double(p.total_keys()) * double(p.head_dim);
-    return flops < 1e6 ? 1 : threads;
-  }
-
   static const Scalar* bias_or_null(const RowVector<Scalar>& bias, Index offset) {
     return bias.size() > 0 ? bias.data() + offset : nullptr;
   }
 
-  // The tiled kernel over all (batch entry, head, query tile) tasks, heaviest first: with a
-  // causal mask the last query tiles see the most keys, and dynamic scheduling then fills the
-  // tail with the light ones.
-  void attend_tiled(const detail::AttentionProblem<Scalar>& p, int threads, Workspace<Scalar>& ws) const {
-    threads = threads_for_work(p, threads);
-    detail::TileSizes tiles = m_tiles;
-    tiles.query_rows = std::min(tiles.query_rows, p.q_len);
-    const Index tile_count = (p.q_len + tiles.query_rows - 1) / tiles.query_rows;
-    const Index heads = p.batch * p.heads;
-    ws.m_threads.reserve_tiles(threads, detail::TileScratch<Scalar>::rows(tiles),
-                               detail::TileScratch<Scalar>::cols(tiles, p.head_dim, p.v_dim));
-    ws.m_threads.reserve_gemm(threads, tiles.query_rows, tiles.key_rows, p.head_dim);  // Q K^T
-    ws.m_threads.reserve_gemm(threads, tiles.query_rows, p.v_dim, tiles.key_rows);     // P V
-    detail::parallel_for(threads, tile_count * heads, [&](Index t, int thread) {
-      const Index tile = p.causal ? tile_count - 1 - t / heads : t / heads;
-      const Index nh = t % heads;
-      const Index i0 = tile * tiles.query_rows, i1 = std::min(p.q_len, i0 + tiles.query_rows);
-      detail::ThreadScratch<Scalar>& scratch = ws.m_threads[thread];
-      detail::attend_tile(p, nh / p.heads, nh % p.heads, i0, i1, tiles, scratch.tile, scratch.gemm);
-    });
-  }
-
-  // The unfused path over all (batch entry, head) pairs, optionally writing the weights.
-  void attend_reference(const detail::AttentionProblem<Scalar>& p, int threads, Workspace<Scalar>& ws,
-                        Matrix<Scalar>* weights, bool average) const {
-    const Index N = p.batch, H = p.heads, L = p.q_len;
-    threads = threads_for_work(p, threads);
-    ws.m_threads.reserve_tiles(threads, p.q_len, p.total_keys());
-    ws.m_threads.reserve_gemm(threads, p.q_len, p.k_len, p.head_dim);  // Q K^T
-    ws.m_threads.reserve_gemm(threads, p.q_len, p.v_dim, p.k_len);     // P V
-    if (weights && average) weights->setZero();
-    // With averaged weights, heads of one batch entry add into the same rows: one task per batch
-    // entry then, so that no two threads write the same row.
-    const bool by_entry = weights && average;
-    const Index tasks = by_entry ? N : N * H;
-    detail::parallel_for(threads, tasks, [&](Index t, int thread) {
-      detail::ThreadScratch<Scalar>& scratch = ws.m_threads[thread];
-      Matrix<Scalar>& probs = scratch.tile;  // [L, S']
-      const Index h_begin = by_entry ? 0 : t % H, h_end = by_entry ? H : t % H + 1;
-      const Index n = by_entry ? t : t / H;
-      for (Index h = h_begin; h < h_end; ++h) {
-        detail::attend_head_reference(p, n, h, probs, scratch.gemm);
-        if (!weights) continue;
-        if (average)
-          weights->middleRows(n * L, L) += probs / Scalar(H);
-        else
-          weights->middleRows((n * p.mask_heads + p.head_offset + h) * L, L) = probs;
-      }
-    });
+  // The [N][heads][T][d] view of a row-major [N * T, width] projection whose heads are d-column
+  // blocks, rows `width` apart.
+  template <class T>
+  detail::HeadTensor<T> head_view(T* data, Index tokens, Index row_stride) const {
+    detail::HeadTensor<T> t;
+    t.data = data;
+    t.row_stride = row_stride;
+    t.head_stride = head_dim();
+    t.batch_stride = tokens * row_stride;
+    return t;
   }
 
   MultiHeadAttentionOptions m_options;

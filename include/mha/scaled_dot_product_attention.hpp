@@ -57,21 +57,17 @@ Matrix<typename DerivedQ::Scalar> scaled_dot_product_attention(
 
   Matrix<Scalar> out(qr.rows(), vr.cols());  // [L, dv]
   detail::AttentionProblem<Scalar> p;
-  p.batch = 1;
-  p.heads = 1;
+  p.batch = p.heads = 1;
   p.q_len = qr.rows();
   p.k_len = kr.rows();
   p.head_dim = qr.cols();
   p.v_dim = vr.cols();
   p.scale = s;
-  p.q = qr.data();
-  p.q_stride = qr.outerStride();
-  p.k = kr.data();
-  p.k_stride = kr.outerStride();
-  p.v = vr.data();
-  p.v_stride = vr.outerStride();
-  p.ctx = out.data();
-  p.ctx_stride = out.cols();
+  p.q = {qr.data(), 0, 0, qr.outerStride()};
+  p.k = {kr.data(), 0, 0, kr.outerStride()};
+  p.v = {vr.data(), 0, 0, vr.outerStride()};
+  p.ctx = {out.data(), 0, 0, out.cols()};
+  p.q_pos0 = p.k_len - p.q_len;  // end-aligned causal
   if (mask.has_values()) {
     p.mask = mask.values().data();
     p.mask_slices = 1;
@@ -79,8 +75,9 @@ Matrix<typename DerivedQ::Scalar> scaled_dot_product_attention(
   p.causal = mask.is_causal();
 
   Matrix<Scalar> probs;  // [L, S]
+  Matrix<Scalar> qs;     // [L, d] scaled queries
   detail::GemmBuffers<Scalar> gemm;
-  detail::attend_head_reference(p, 0, 0, probs, gemm);
+  detail::attend_head_reference(p, 0, 0, probs, qs, gemm);
   if (weights) *weights = std::move(probs);
   return out;
 }

@@ -1,8 +1,16 @@
 #pragma once
-// The description of one attention call that every kernel reads: where Q, K, V and the context
-// live, the extra bias_kv / zero-attention key columns, and the masks, per (batch entry, head).
+// The description of one attention call that every kernel reads (the attention core's input):
+// strided Q, K, V and context per (batch entry, head), the grouped-query head mapping, absolute
+// positions, the causal / sliding-window rule, ALiBi, softcap, additive masks, and the extra
+// bias_kv / zero-attention key columns of PyTorch's multi-head attention.
+//
+// Everything that differs between layers (MHA, GQA, a decoder with a KV cache) is data in this
+// struct, not a second kernel. The rules that turn a raw product q.k into the score a softmax
+// sees live here too (`finish_scores`), so that every kernel applies them identically.
 
 #include <algorithm>
+#include <cmath>
+#include <cstdint>
 #include <limits>
 #include <type_traits>
 
@@ -11,128 +19,152 @@
 namespace mha {
 namespace detail {
 
-/// The additive mask of one (batch entry, head): dense slice + key padding + causal horizon.
-/// It covers the S real keys only; extra key columns (bias_kv, zero attention) are never masked.
-template <class Scalar>
-struct HeadMask {
-  const Scalar* dense = nullptr;        // [L, S] slice, rows dense_stride apart, or null
-  Index dense_stride = 0;
-  const Scalar* key_padding = nullptr;  // [S], or null
-  bool causal = false;
-  Index causal_offset = 0;              // S - L: query i sees keys j <= i + causal_offset
+/// A strided `[batch][heads][rows][cols]` view: element (n, h, r, c) is at
+/// `data[n * batch_stride + h * head_stride + r * row_stride + c]`. Covers both the projection
+/// layout `[N * T, H * d]` (head_stride d, row_stride H d, batch_stride T H d) and the KV cache
+/// layout `[N][Hkv][capacity][d]` (row_stride d, head_stride capacity d).
+template <class T>
+struct HeadTensor {
+  T* data = nullptr;
+  Index batch_stride = 0;
+  Index head_stride = 0;
+  Index row_stride = 0;
 
-  bool has_additive() const { return dense != nullptr || key_padding != nullptr; }
-
-  /// One past the last key query i may attend under the causal rule, clamped to [0, S].
-  Index causal_end(Index i, Index key_len) const {
-    if (!causal) return key_len;
-    return std::max<Index>(0, std::min<Index>(key_len, i + causal_offset + 1));
-  }
-
-  /// The additive value for (i, j), j < S, ignoring causality.
-  Scalar additive(Index i, Index j) const {
-    Scalar m = 0;
-    if (dense) m += dense[i * dense_stride + j];
-    if (key_padding) m += key_padding[j];
-    return m;
-  }
+  T* row(Index n, Index h, Index r) const { return data + n * batch_stride + h * head_stride + r * row_stride; }
 };
 
-/// All (batch, head) problems of one multi-head attention call. Row `n * L + i` of Q holds query
-/// i of batch entry n; head h is columns `[h * d, (h + 1) * d)`; likewise K, V (rows `n * S + j`)
-/// and the context output.
-template <class Scalar>
+/// All (batch entry, head) problems of one attention call.
+///
+/// Heads: the problem covers `heads` query heads, the layer's heads `[head_offset, head_offset +
+/// heads)` of `num_heads` H. Query head (layer index) hl reads key/value head `hl / (H / Hkv)`
+/// (contiguous groups, as `repeat_interleave`); `head_offset` is a multiple of H / Hkv, and the
+/// problem's K and V hold the layer's kv heads from `head_offset / (H / Hkv)` on.
+///
+/// Positions: query i has absolute position `q_pos0 + i`; key j has `k_pos0 + j`, or
+/// `k_positions[j]` when given (a ring cache, where -1 marks an empty slot). Causal: key position
+/// <= query position. Sliding window W > 0: `P - W < K <= P` (W keys, the query's own included).
+/// PyTorch's end-aligned causal mask of an `[L, S]` call is `q_pos0 = S - L`, `k_pos0 = 0`.
+template <class Scalar, class KV = Scalar>
 struct AttentionProblem {
-  Index batch = 0;
-  Index heads = 0;        // heads in this problem (a group of the layer's heads)
-  Index head_offset = 0;  // the layer's index of this problem's head 0
-  Index mask_heads = 1;   // the layer's head count H, for per-head mask slices n * H + h
-  Index q_len = 0;     // L
-  Index k_len = 0;     // S, real keys only
-  Index head_dim = 0;  // d, the width of a query/key head
-  Index v_dim = 0;     // dv, the width of a value/context head (d in multi-head attention)
-  Scalar scale = 0;
+  Index batch = 0;         // N
+  Index heads = 0;         // query heads in this problem
+  Index head_offset = 0;   // the layer's index of this problem's head 0
+  Index num_heads = 1;     // H of the layer: per-head mask slices n * H + h, ALiBi slope index
+  Index num_kv_heads = 1;  // Hkv of the layer; H % Hkv == 0
+  Index q_len = 0;         // L
+  Index k_len = 0;         // S, real keys only
+  Index head_dim = 0;      // d, the width of a query/key head
+  Index v_dim = 0;         // dv, the width of a value/context head
+  Scalar scale = 0;        // multiplies q before the product (never the product: it may overflow)
 
-  const Scalar* q = nullptr;  // [N * L, H * d], rows q_stride apart
-  Index q_stride = 0;
-  const Scalar* k = nullptr;  // [N * S, H * d]
-  Index k_stride = 0;
-  const Scalar* v = nullptr;  // [N * S, H * dv]
-  Index v_stride = 0;
-  Scalar* ctx = nullptr;      // [N * L, H * dv], output
-  Index ctx_stride = 0;
+  HeadTensor<const Scalar> q;  // [N][heads][L][d]
+  HeadTensor<const KV> k;      // [N][kv heads][S][d]
+  HeadTensor<const KV> v;      // [N][kv heads][S][dv]
+  HeadTensor<Scalar> ctx;      // [N][heads][L][dv], output
 
-  const Scalar* bias_k = nullptr;  // [H * d] extra key appended after the S keys, or null
-  const Scalar* bias_v = nullptr;  // [H * dv] its value
+  Index q_pos0 = 0;
+  Index k_pos0 = 0;
+  const std::int64_t* k_positions = nullptr;  // [S] or null
+  bool causal = false;
+  Index window = 0;                  // 0: no sliding window
+  const Scalar* alibi = nullptr;     // [H] slopes m_h: score += -m_h (pos_q - pos_k); or null
+  Scalar softcap = 0;                // c > 0: score = c tanh(score / c) before bias and masks
+
+  // PyTorch nn.MultiheadAttention's extras.
+  const Scalar* bias_k = nullptr;  // [heads * d] extra key appended after the S keys, or null
+  const Scalar* bias_v = nullptr;  // [heads * dv] its value
   bool zero_attn = false;          // one more extra key of zeros with a zero value
-
-  const Scalar* mask = nullptr;    // [slices * L, S] additive, or null
+  const Scalar* mask = nullptr;    // [slices * L, S] additive (0 / finite / -inf), or null
   Index mask_slices = 0;           // 1 (shared) or N * H
   const Scalar* key_padding = nullptr;  // [N, S] additive, or null
-  bool causal = false;
 
+  Index group_size() const { return num_heads / num_kv_heads; }  // query heads per kv head
+  /// The problem's kv head (index into k, v) read by problem head h.
+  Index kv_head(Index h) const { return (head_offset + h) / group_size() - head_offset / group_size(); }
   Index extra_keys() const { return (bias_k ? 1 : 0) + (zero_attn ? 1 : 0); }
   /// S' = S + extra keys: the width of the attention weights.
   Index total_keys() const { return k_len + extra_keys(); }
+  bool has_additive() const { return mask != nullptr || key_padding != nullptr; }
+  /// True when something other than a plain product decides a score: then every tile's scores
+  /// pass through finish_scores. Without it, only tiles that straddle the causal/window edge do.
+  bool has_score_terms() const { return has_additive() || alibi != nullptr || softcap > 0 || k_positions != nullptr; }
 
-  HeadMask<Scalar> head_mask(Index n, Index h) const {
-    HeadMask<Scalar> m;
-    if (mask) {
-      const Index slice = mask_slices == 1 ? 0 : n * mask_heads + head_offset + h;
-      m.dense = mask + slice * q_len * k_len;
-      m.dense_stride = k_len;
-    }
-    if (key_padding) m.key_padding = key_padding + n * k_len;
-    m.causal = causal;
-    m.causal_offset = k_len - q_len;
-    return m;
+  Index key_position(Index j) const { return k_positions ? Index(k_positions[j]) : k_pos0 + j; }
+
+  /// Keys `[first, end)` that query i may attend under the causal and window rules, for
+  /// contiguous key positions (k_positions == null); clamped to [0, S].
+  Index key_begin(Index i) const {
+    if (window <= 0) return 0;
+    return std::clamp<Index>(q_pos0 + i - window + 1 - k_pos0, 0, k_len);
+  }
+  Index key_end(Index i) const {
+    if (!causal && window <= 0) return k_len;
+    return std::clamp<Index>(q_pos0 + i + 1 - k_pos0, 0, k_len);
   }
 
-  ConstStridedMap<Scalar> q_head(Index n, Index h) const {
-    return ConstStridedMap<Scalar>(q + n * q_len * q_stride + h * head_dim, q_len, head_dim,
-                                   Eigen::OuterStride<>(q_stride));
-  }
-  ConstStridedMap<Scalar> k_head(Index n, Index h) const {
-    return ConstStridedMap<Scalar>(k + n * k_len * k_stride + h * head_dim, k_len, head_dim,
-                                   Eigen::OuterStride<>(k_stride));
-  }
-  ConstStridedMap<Scalar> v_head(Index n, Index h) const {
-    return ConstStridedMap<Scalar>(v + n * k_len * v_stride + h * v_dim, k_len, v_dim,
-                                   Eigen::OuterStride<>(v_stride));
-  }
-  Eigen::Map<Matrix<Scalar>, Eigen::Unaligned, Eigen::OuterStride<>> ctx_head(Index n, Index h) const {
-    return Eigen::Map<Matrix<Scalar>, Eigen::Unaligned, Eigen::OuterStride<>>(
-        ctx + n * q_len * ctx_stride + h * v_dim, q_len, v_dim, Eigen::OuterStride<>(ctx_stride));
+  /// Additive mask of (batch entry n, problem head h): pointer to its `[L, S]` slice or null.
+  const Scalar* mask_slice(Index n, Index h) const {
+    if (!mask) return nullptr;
+    const Index slice = mask_slices == 1 ? 0 : n * num_heads + head_offset + h;
+    return mask + slice * q_len * k_len;
   }
 };
 
-/// `exp(x - max)` for a row of scores, with exactly 0 where x is -inf.
-///
-/// Eigen's vectorised exp clamps its argument, so exp(-inf) comes out as a subnormal (~3e-39 in
-/// float, ~1e-309 in double) rather than 0, and a blocked key must weigh exactly 0. Results below
-/// the smallest normal number are therefore flushed to zero in a second, cheap pass: a
-/// coefficient-wise select would do it in one pass but is not vectorised in Eigen 3.4, and turns
-/// the exp, the hottest operation after the products, into a scalar libm call.
-template <class RowExpr, class Scalar>
-void exp_shifted_inplace(RowExpr&& row, Scalar max) {
-  row = (row.array() - max).exp();
-  const Scalar smallest_normal = std::numeric_limits<Scalar>::min();
-  Scalar* data = row.data();
-  for (Index j = 0; j < row.size(); ++j) data[j] = data[j] < smallest_normal ? Scalar(0) : data[j];
+/// Turns a raw row of products `s[c] = (scale q_i) . k_j`, j = j0 + c, into the scores the
+/// softmax sees, in this order (the same in every kernel):
+///   1. softcap: `s = c tanh(s / c)`;
+///   2. ALiBi:   `s += -m_h (pos_q - pos_k)`;
+///   3. masks:   a key that the causal / window rule, an empty cache slot, or a -inf in the
+///               attention or key-padding mask blocks is *selected* to -inf, whatever s is (a NaN
+///               or Inf in a masked key's K never reaches the softmax); otherwise
+///               `s += (attn_mask + key_padding)`, added in that order as PyTorch merges them.
+/// IEEE arithmetic does the rest: an allowed score that is NaN or +inf (NaN inputs, overflow)
+/// makes the row NaN; see softmax.hpp.
+template <class Scalar, class KV>
+void finish_scores(const AttentionProblem<Scalar, KV>& p, Index n, Index h, Index i, Index j0, Index width,
+                   Scalar* s) {
+  const Scalar neg_inf = -std::numeric_limits<Scalar>::infinity();
+  Eigen::Map<Eigen::Array<Scalar, 1, Eigen::Dynamic>> row(s, width);
+  if (p.softcap > 0) row = p.softcap * (row / p.softcap).tanh();
+  const Index qpos = p.q_pos0 + i;
+  if (p.alibi) {
+    const Scalar slope = p.alibi[p.head_offset + h];
+    for (Index c = 0; c < width; ++c) s[c] -= slope * Scalar(qpos - p.key_position(j0 + c));
+  }
+  const Scalar* dense = p.mask_slice(n, h);
+  if (dense) dense += i * p.k_len + j0;
+  const Scalar* padding = p.key_padding ? p.key_padding + n * p.k_len + j0 : nullptr;
+  if (p.k_positions) {
+    for (Index c = 0; c < width; ++c) {
+      const Index kpos = p.k_positions[j0 + c];
+      const bool allowed = kpos >= 0 && (!p.causal || kpos <= qpos) && (p.window <= 0 || (kpos <= qpos && qpos - kpos < p.window));
+      if (!allowed) s[c] = neg_inf;
+    }
+  } else {
+    // Contiguous positions: the allowed keys of row i are one interval.
+    const Index begin = std::clamp<Index>(p.key_begin(i) - j0, 0, width);
+    const Index end = std::clamp<Index>(p.key_end(i) - j0, begin, width);
+    for (Index c = 0; c < begin; ++c) s[c] = neg_inf;
+    for (Index c = end; c < width; ++c) s[c] = neg_inf;
+  }
+  if (dense || padding) {
+    for (Index c = 0; c < width; ++c) {
+      Scalar m = dense ? dense[c] : Scalar(0);
+      if (padding) m = m + padding[c];
+      // -inf selects rather than adds: s may be NaN, and NaN + -inf is NaN.
+      s[c] = (m == neg_inf || s[c] == neg_inf) ? neg_inf : s[c] + m;
+    }
+  }
 }
 
-/// Softmax of one row in place, max subtracted first. A row whose entries are all -inf (no key
-/// allowed) becomes all zeros rather than NaN.
-template <class RowExpr>
-void softmax_row_inplace(RowExpr&& row) {
-  using Scalar = typename std::decay_t<RowExpr>::Scalar;
-  const Scalar max = row.maxCoeff();
-  if (max == -std::numeric_limits<Scalar>::infinity()) {
-    row.setZero();
-    return;
-  }
-  exp_shifted_inplace(row, max);
-  row /= row.sum();
+/// `Scalar(x)` for a cache element that may be Eigen::half / Eigen::bfloat16 (which convert
+/// through float).
+template <class Scalar, class KV>
+Scalar to_scalar(const KV& x) {
+  if constexpr (std::is_same<KV, Scalar>::value || std::is_floating_point<KV>::value)
+    return static_cast<Scalar>(x);
+  else
+    return static_cast<Scalar>(static_cast<float>(x));
 }
 
 }  // namespace detail

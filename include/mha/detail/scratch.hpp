@@ -12,6 +12,8 @@ namespace detail {
 template <class Scalar>
 struct ThreadScratch {
   Matrix<Scalar> tile;        // the tiled kernel's buffers, or the reference path's [L, S'] scores
+  Matrix<Scalar> aux;         // the reference path's scaled queries [L, d]; a split merge's [2, max(dv + 2, d)]
+  Matrix<Scalar> kv;          // a key/value tile converted from the cache's storage [Bk, d + dv]
   GemmBuffers<Scalar> gemm;   // packing buffers of this thread's products
 };
 
@@ -32,15 +34,20 @@ class ScratchPool {
     for (int t = 0; t < threads; ++t) (*this)[t].gemm.prepare(rows, cols, depth);
   }
 
-  /// Sizes every thread's tile buffer (resize keeps the allocation when the size is unchanged).
-  void reserve_tiles(int threads, Index rows, Index cols) {
+  /// Sizes buffer `member` of every thread (resize keeps the allocation when the size is unchanged).
+  void reserve(Matrix<Scalar> ThreadScratch<Scalar>::*member, int threads, Index rows, Index cols) {
     ensure(threads);
-    for (int t = 0; t < threads; ++t) (*this)[t].tile.resize(rows, cols);
+    for (int t = 0; t < threads; ++t) ((*this)[t].*member).resize(rows, cols);
   }
+  void reserve_tiles(int threads, Index rows, Index cols) { reserve(&ThreadScratch<Scalar>::tile, threads, rows, cols); }
+
+  /// Split-K partial results shared by all threads `[tasks, M * (dv + 2)]`.
+  Matrix<Scalar>& partials() { return m_partials; }
 
  private:
   // unique_ptr: GemmBuffers hands out pointers to its own storage and must not move.
   std::vector<std::unique_ptr<ThreadScratch<Scalar>>> m_threads;
+  Matrix<Scalar> m_partials;
 };
 
 }  // namespace detail

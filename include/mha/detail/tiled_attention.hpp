@@ -1,15 +1,26 @@
 #pragma once
-// The tiled attention kernel (FlashAttention's online softmax, on a CPU). For each task, a tile
-// of query rows of one (batch entry, head), key/value tiles stream through a [Bq, Bk] score
-// buffer that stays in cache; a running row max and sum rescale the output accumulator, so the
-// [L, S] score matrix never exists. Key tiles wholly in the causal future are never touched, and
-// only tiles that straddle the causal horizon are masked element by element.
+// The tiled attention kernel (FlashAttention's online softmax, on a CPU). A task is a tile of
+// query rows of one (batch entry, kv head): the rows of every query head that reads that kv head
+// are stacked, so grouped-query heads share one pass over their keys and values (a decode step of
+// g heads is one [g, d] x [d, Bk] product per key tile, not g matrix-vector products). Key/value
+// tiles stream through a [M, Bk] score buffer that stays in cache; a running row max and sum
+// rescale the output accumulator, so the [L, S] score matrix never exists. Key tiles outside every
+// row's causal / window range are never touched; only tiles that straddle an edge (or carry masks,
+// ALiBi, softcap) pass through finish_scores element by element.
+//
+// A task may cover only a chunk of the keys (split-K, for decoding against a long cache): it then
+// leaves its running max, sum and unnormalised output as a partial, and merge_partials combines
+// the chunks in a fixed order, so the result never depends on the thread count.
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
+#include <type_traits>
 
 #include "attention_problem.hpp"
 #include "gemm.hpp"
+#include "reference_attention.hpp"
+#include "softmax.hpp"
 
 namespace mha {
 namespace detail {
@@ -18,120 +29,198 @@ namespace detail {
 /// stay in L1/L2 while K/V tiles stream past. Measured on a Zen 4 core (E = 512, H = 8, L = 2048,
 /// one thread; /tmp sweep of Bq in {64, 128, 256} x Bk in {64, ..., 512}): Bq = 64 was fastest
 /// for every Bk; Bk = 128 gave the best causal time and within 5% of the best dense time.
+/// With grouped-query heads Bq counts stacked rows: g heads x Bq / g queries.
 struct TileSizes {
   Index query_rows = 64;  // Bq
   Index key_rows = 128;   // Bk
 };
 
+/// One task of the tiled kernel: query rows [i0, i1) of the heads reading kv head `kv` of batch
+/// entry n, against keys [j_begin, j_end); the extra key columns are folded in by the task whose
+/// chunk ends at S.
+struct TileTask {
+  Index n = 0, kv = 0, i0 = 0, i1 = 0, j_begin = 0, j_end = 0;
+};
+
 /// Per-thread scratch of the tiled kernel, carved out of one matrix so that a workspace can hold
-/// it as a single, reusable allocation.
+/// it as a single, reusable allocation: `[M, score_cols + dv + d + 3]` rounded up so every row
+/// starts on a 64-byte boundary (Eigen's vectorised exp and reductions then run from the first
+/// element of a score row, without a scalar prologue).
 template <class Scalar>
 struct TileScratch {
-  /// Columns of the score block: a key tile, or the (up to 2) extra key columns.
   static Index score_cols(const TileSizes& t) { return std::max<Index>(t.key_rows, 2); }
-  static Index rows(const TileSizes& t) { return t.query_rows; }
-  /// Rounded up to 16 so every row starts on a 64-byte boundary: Eigen's vectorised exp and
-  /// reductions then run from the first element of a score row, without a scalar prologue.
   static Index cols(const TileSizes& t, Index head_dim, Index v_dim) {
     return (score_cols(t) + v_dim + head_dim + 3 + 15) / 16 * 16;
   }
 };
 
-/// Attention of query rows [i0, i1) of head h of batch entry n, into the context.
-/// `scratch` is `[Bq, max(Bk, 2) + dv + d + 3 rounded up to 16]` (TileScratch).
+/// Where a split task leaves its state: `[M, dv + 2]`, the unnormalised output, then the row max
+/// and the row sum.
 template <class Scalar>
-void attend_tile(const AttentionProblem<Scalar>& p, Index n, Index h, Index i0, Index i1,
-                 const TileSizes& tiles, Matrix<Scalar>& scratch, GemmBuffers<Scalar>& gemm) {
-  using Block = Eigen::Block<Matrix<Scalar>, Eigen::Dynamic, Eigen::Dynamic>;
-  const Index S = p.k_len, d = p.head_dim, dv = p.v_dim, rows = i1 - i0, Bk = tiles.key_rows;
-  const Index sc = TileScratch<Scalar>::score_cols(tiles);  // score columns, >= Bk
-  const Scalar neg_inf = -std::numeric_limits<Scalar>::infinity();
-  const HeadMask<Scalar> mask = p.head_mask(n, h);
+using PartialMap = Eigen::Map<Matrix<Scalar>>;
 
-  Block scores = scratch.block(0, 0, rows, sc);            // [rows, sc] this tile's scores
-  Block acc = scratch.block(0, sc, rows, dv);              // [rows, dv] unnormalised output
-  Block q = scratch.block(0, sc + dv, rows, d);            // [rows, d]  queries * scale
-  auto row_max = scratch.col(sc + dv + d).head(rows);      // [rows]     running max
-  auto row_sum = scratch.col(sc + dv + d + 1).head(rows);  // [rows]     running sum of exp
-  auto rescale = scratch.col(sc + dv + d + 2).head(rows);  // [rows]     exp(old max - new max)
-  // The scale goes into one copy of the query tile rather than into every score.
-  q = ConstStridedMap<Scalar>(p.q + (n * p.q_len + i0) * p.q_stride + h * d, rows, d,
-                              Eigen::OuterStride<>(p.q_stride)) * p.scale;
+/// Normalises `acc / sum` into the context rows of stacked row r, under the softmax rules: a NaN
+/// sum (a NaN or +inf score) gives NaN, a zero sum (no key allowed) gives zeros, and a row that
+/// still comes out non-finite (0 * NaN of a zero-weight value) is recomputed exactly.
+template <class Scalar, class KV>
+void write_context_row(const AttentionProblem<Scalar, KV>& p, Index n, Index h, Index i, const Scalar* acc,
+                       Scalar sum, Scalar* qs_scratch) {
+  const Index dv = p.v_dim;
+  Eigen::Map<RowVector<Scalar>> out(p.ctx.row(n, h, i), dv);
+  if (std::isnan(sum)) {
+    out.setConstant(std::numeric_limits<Scalar>::quiet_NaN());
+  } else if (sum > 0) {
+    out = Eigen::Map<const RowVector<Scalar>>(acc, dv) / sum;
+    if (!out.allFinite()) attend_row_exact(p, n, h, i, qs_scratch, out.data());
+  } else {
+    out.setZero();
+  }
+}
+
+/// Runs one task. `scratch` is `[M, TileScratch::cols]` with M >= stacked rows; `kv_buffer` is
+/// `[Bk, d + dv]` (used only when KV is not Scalar: cache tiles are converted once per tile);
+/// `partial`, when not null, receives the task's state instead of the context.
+template <class Scalar, class KV>
+void attend_tile(const AttentionProblem<Scalar, KV>& p, const TileTask& task, const TileSizes& tiles,
+                 Matrix<Scalar>& scratch, Matrix<Scalar>& kv_buffer, GemmBuffers<Scalar>& gemm, Scalar* partial) {
+  using Block = Eigen::Block<Matrix<Scalar>, Eigen::Dynamic, Eigen::Dynamic>;
+  const Index n = task.n, i0 = task.i0, rows = task.i1 - task.i0;
+  const Index d = p.head_dim, dv = p.v_dim, Bk = tiles.key_rows;
+  const Index g = p.group_size(), h_first = task.kv * g + 0, g_here = std::min(g, p.heads - h_first);
+  const Index M = g_here * rows;  // stacked row r: head h_first + r / rows, query i0 + r % rows
+  const Index sc = TileScratch<Scalar>::score_cols(tiles), ld = scratch.cols();
+  const Scalar neg_inf = -std::numeric_limits<Scalar>::infinity();
+
+  // Columns [0, sc): a tile's scores [M, width <= sc].
+  Block acc = scratch.block(0, sc, M, dv);              // [M, dv] unnormalised output
+  Block q = scratch.block(0, sc + dv, M, d);            // [M, d]  queries * scale
+  auto row_max = scratch.col(sc + dv + d).head(M);      // [M]     running max
+  auto row_sum = scratch.col(sc + dv + d + 1).head(M);  // [M]     running sum of exp
+  auto rescale = scratch.col(sc + dv + d + 2).head(M);  // [M]     exp(old max - new max)
+  for (Index r = 0; r < M; ++r)
+    q.row(r) = Eigen::Map<const RowVector<Scalar>>(p.q.row(n, h_first + r / rows, i0 + r % rows), d) * p.scale;
   acc.setZero();
   row_max.setConstant(neg_inf);
   row_sum.setZero();
 
-  // Folds a [rows, width] block of scores (already scaled and masked) with its values into the
-  // running softmax.
-  auto fold = [&](auto&& s, Index width, auto&& multiply_values) {
-    for (Index r = 0; r < rows; ++r) {
-      const Scalar tile_max = s.row(r).head(width).maxCoeff();
-      const Scalar new_max = std::max(row_max[r], tile_max);
+  // Folds a [M, width] block of finished scores into the running softmax, then lets
+  // `multiply_values` add the block's P V into acc.
+  auto fold = [&](Block& s, Index width, auto&& multiply_values) {
+    for (Index r = 0; r < M; ++r) {
+      auto row = s.row(r).head(width);
+      const Scalar new_max = max_propagate_nan(row_max[r], row_max_propagate_nan(row));
       if (new_max == neg_inf) {  // nothing allowed in this row so far: nothing to fold
-        s.row(r).head(width).setZero();
+        row.setZero();
         rescale[r] = 1;
         continue;
       }
       rescale[r] = std::exp(row_max[r] - new_max);  // exp(-inf) = 0 on the first allowed tile
       row_max[r] = new_max;
-      exp_shifted_inplace(s.row(r).head(width), new_max);
-      row_sum[r] = row_sum[r] * rescale[r] + s.row(r).head(width).sum();
+      exp_shifted_inplace(row, new_max);
+      row_sum[r] = row_sum[r] * rescale[r] + row.sum();
     }
     acc.array().colwise() *= rescale.array();
     multiply_values();
   };
 
-  // Keys beyond the horizon of the tile's last row are in every row's future: skip them.
-  const Index key_end = mask.causal ? mask.causal_end(i1 - 1, S) : S;
-  for (Index j0 = 0; j0 < key_end; j0 += Bk) {
-    const Index width = std::min(Bk, key_end - j0);
-    const ConstStridedMap<Scalar> k(p.k + (n * S + j0) * p.k_stride + h * d, width, d,
-                                    Eigen::OuterStride<>(p.k_stride));  // [width, d]
-    const ConstStridedMap<Scalar> v(p.v + (n * S + j0) * p.v_stride + h * dv, width, dv,
-                                    Eigen::OuterStride<>(p.v_stride));  // [width, dv]
-    auto s = scores.leftCols(width);
-    // Scores start as the additive mask and the product adds onto them.
-    if (mask.has_additive())
-      for (Index r = 0; r < rows; ++r)
-        for (Index c = 0; c < width; ++c) s(r, c) = mask.additive(i0 + r, j0 + c);
-    else
-      s.setZero();
-    gemm_accumulate<false>(rows, width, d, q.data(), scratch.cols(), k.data(), p.k_stride, s.data(), scratch.cols(),
-                           Scalar(1), gemm);
-    // Only tiles that reach past the first row's horizon need element-wise causal masking.
-    if (mask.causal && j0 + width > mask.causal_end(i0, S))
-      for (Index r = 0; r < rows; ++r)
-        for (Index c = std::max<Index>(0, mask.causal_end(i0 + r, S) - j0); c < width; ++c) s(r, c) = neg_inf;
+  // Keys outside the range of every row of the tile are skipped; rows whose own range is the
+  // whole tile need no element-wise pass unless scores carry other terms.
+  Index key_lo = task.j_begin, key_hi = task.j_end;
+  const bool contiguous = p.k_positions == nullptr;
+  if (contiguous) {
+    key_lo = std::max(key_lo, p.key_begin(i0));
+    key_hi = std::min(key_hi, p.key_end(task.i1 - 1));
+  }
+  const Index inner_lo = contiguous ? p.key_begin(task.i1 - 1) : 0, inner_hi = contiguous ? p.key_end(i0) : 0;
+  for (Index j0 = key_lo; j0 < key_hi; j0 += Bk) {
+    const Index width = std::min(Bk, key_hi - j0);
+    const Scalar* k = nullptr;  // [width, d], rows k_ld apart
+    const Scalar* v = nullptr;  // [width, dv], rows v_ld apart
+    Index k_ld = 0, v_ld = 0;
+    if constexpr (std::is_same<KV, Scalar>::value) {
+      k = p.k.row(n, task.kv, j0);
+      v = p.v.row(n, task.kv, j0);
+      k_ld = p.k.row_stride;
+      v_ld = p.v.row_stride;
+    } else {
+      for (Index c = 0; c < width; ++c) {
+        const KV* ks = p.k.row(n, task.kv, j0 + c);
+        const KV* vs = p.v.row(n, task.kv, j0 + c);
+        for (Index e = 0; e < d; ++e) kv_buffer(c, e) = to_scalar<Scalar>(ks[e]);
+        for (Index e = 0; e < dv; ++e) kv_buffer(c, d + e) = to_scalar<Scalar>(vs[e]);
+      }
+      k = kv_buffer.data();
+      v = kv_buffer.data() + d;
+      k_ld = v_ld = kv_buffer.cols();
+    }
+    Block s = scratch.block(0, 0, M, width);
+    s.setZero();
+    gemm_accumulate<false>(M, width, d, q.data(), ld, k, k_ld, s.data(), ld, Scalar(1), gemm);  // (scale Q) K^T
+    const bool edge = !contiguous || j0 < inner_lo || j0 + width > inner_hi;
+    if (edge || p.has_score_terms())
+      for (Index r = 0; r < M; ++r) finish_scores(p, n, h_first + r / rows, i0 + r % rows, j0, width, &s(r, 0));
     fold(s, width, [&] {
-      gemm_accumulate<true>(rows, dv, width, s.data(), scratch.cols(), v.data(), p.v_stride, acc.data(),
-                            scratch.cols(), Scalar(1), gemm);
+      gemm_accumulate<true>(M, dv, width, s.data(), ld, v, v_ld, acc.data(), ld, Scalar(1), gemm);  // += P V
     });
   }
 
   // The extra key columns (bias_k with value bias_v, then a zero key with a zero value) are
-  // never masked: fold them in as a last, narrow tile.
-  if (p.bias_k || p.zero_attn) {
+  // never masked: the task that ends at S folds them in as a last, narrow tile.
+  if ((p.bias_k || p.zero_attn) && task.j_end == p.k_len) {
     const Index width = p.extra_keys();
-    auto s = scores.leftCols(width);
-    Index c = 0;
-    if (p.bias_k) {
-      const Eigen::Map<const Eigen::Matrix<Scalar, Eigen::Dynamic, 1>> bk(p.bias_k + h * d, d);
-      s.col(c++).noalias() = q * bk;
+    Block s = scratch.block(0, 0, M, width);
+    for (Index r = 0; r < M; ++r) {
+      const Index h = h_first + r / rows;
+      Index c = 0;
+      if (p.bias_k) s(r, c++) = q.row(r).dot(Eigen::Map<const RowVector<Scalar>>(p.bias_k + h * d, d));
+      if (p.zero_attn) s(r, c++) = 0;
     }
-    if (p.zero_attn) s.col(c++).setZero();
     fold(s, width, [&] {
-      if (p.bias_v) acc.noalias() += s.col(0) * Eigen::Map<const RowVector<Scalar>>(p.bias_v + h * dv, dv);
+      if (!p.bias_v) return;
+      for (Index r = 0; r < M; ++r)
+        acc.row(r) += s(r, 0) * Eigen::Map<const RowVector<Scalar>>(p.bias_v + (h_first + r / rows) * dv, dv);
     });
   }
 
-  // Normalise; a row that never saw an allowed key has sum 0 and stays all zeros.
-  auto ctx = Eigen::Map<Matrix<Scalar>, Eigen::Unaligned, Eigen::OuterStride<>>(
-      p.ctx + (n * p.q_len + i0) * p.ctx_stride + h * dv, rows, dv, Eigen::OuterStride<>(p.ctx_stride));
-  for (Index r = 0; r < rows; ++r) {
-    if (row_sum[r] > 0)
-      ctx.row(r) = acc.row(r) / row_sum[r];
-    else
-      ctx.row(r).setZero();
+  if (partial) {
+    PartialMap<Scalar> out(partial, M, dv + 2);
+    out.leftCols(dv) = acc;
+    out.col(dv) = row_max;
+    out.col(dv + 1) = row_sum;
+    return;
+  }
+  for (Index r = 0; r < M; ++r)
+    write_context_row(p, n, h_first + r / rows, i0 + r % rows, &acc(r, 0), row_sum[r], &q(r, 0));
+}
+
+/// Combines the partials of `chunks` consecutive split tasks of one tile, in chunk order, into the
+/// context. `partials` points at chunk 0's `[M, dv + 2]`; `merged` is `[M, dv + 2]` scratch
+/// (needs at least dv + d columns per row for the exact fallback's scaled query).
+template <class Scalar, class KV>
+void merge_partials(const AttentionProblem<Scalar, KV>& p, const TileTask& task, Index chunks, const Scalar* partials,
+                    Matrix<Scalar>& merged) {
+  const Index rows = task.i1 - task.i0, dv = p.v_dim, g = p.group_size();
+  const Index h_first = task.kv * g, M = std::min(g, p.heads - h_first) * rows;
+  const Scalar neg_inf = -std::numeric_limits<Scalar>::infinity();
+  const Index stride = M * (dv + 2);
+  for (Index r = 0; r < M; ++r) {
+    Scalar max = neg_inf;
+    for (Index c = 0; c < chunks; ++c) max = max_propagate_nan(max, partials[c * stride + r * (dv + 2) + dv]);
+    auto acc = merged.row(0).head(dv);
+    acc.setZero();
+    Scalar sum = 0;
+    if (std::isnan(max)) {
+      sum = max;
+    } else if (max != neg_inf) {
+      for (Index c = 0; c < chunks; ++c) {
+        const Scalar* part = partials + c * stride + r * (dv + 2);
+        if (part[dv] == neg_inf) continue;  // no allowed key in this chunk
+        const Scalar factor = std::exp(part[dv] - max);
+        acc += factor * Eigen::Map<const RowVector<Scalar>>(part, dv);
+        sum += factor * part[dv + 1];
+      }
+    }
+    write_context_row(p, task.n, h_first + r / rows, task.i0 + r % rows, acc.data(), sum, merged.row(1).data());
   }
 }
 
