@@ -102,6 +102,29 @@ struct AttentionProblem {
     return std::clamp<Index>(q_pos0 + i + 1 - k_pos0, 0, k_len);
   }
 
+  /// True when query i of head h may attend key j (j < S) under the causal / window rule, the
+  /// cache's empty slots and the -inf entries of the masks; the scores play no part.
+  bool key_allowed(Index n, Index h, Index i, Index j) const {
+    const Index qpos = q_pos0 + i, kpos = key_position(j);
+    if (k_positions && kpos < 0) return false;
+    if ((causal || window > 0) && kpos > qpos) return false;
+    if (window > 0 && qpos - kpos >= window) return false;
+    const Scalar neg_inf = -std::numeric_limits<Scalar>::infinity();
+    if (const Scalar* dense = mask_slice(n, h))
+      if (dense[i * k_len + j] == neg_inf) return false;
+    if (key_padding && key_padding[n * k_len + j] == neg_inf) return false;
+    return true;
+  }
+
+  /// True when query i of head h may attend some key. A row with none gets zero weights; a row
+  /// whose allowed scores all came out -inf (infinite inputs, negative overflow) gets NaN.
+  bool any_key_allowed(Index n, Index h, Index i) const {
+    if (extra_keys() > 0) return true;
+    for (Index j = 0; j < k_len; ++j)
+      if (key_allowed(n, h, i, j)) return true;
+    return false;
+  }
+
   /// Additive mask of (batch entry n, problem head h): pointer to its `[L, S]` slice or null.
   const Scalar* mask_slice(Index n, Index h) const {
     if (!mask) return nullptr;

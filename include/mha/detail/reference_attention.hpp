@@ -45,8 +45,8 @@ void attend_row_exact(const AttentionProblem<Scalar, KV>& p, Index n, Index h, I
   Scalar max = neg_inf;
   for (Index j = 0; j < keys; ++j) max = max_propagate_nan(max, exact_score(p, n, h, i, j, qs));
   for (Index c = 0; c < dv; ++c) out[c] = 0;
-  if (max == neg_inf) return;  // no key allowed
-  if (!std::isfinite(max)) {   // a NaN or +inf score
+  if (max == neg_inf && !p.any_key_allowed(n, h, i)) return;  // no key allowed
+  if (!std::isfinite(max)) {  // a NaN or +inf score, or only -inf scores of allowed keys
     for (Index c = 0; c < dv; ++c) out[c] = std::numeric_limits<Scalar>::quiet_NaN();
     return;
   }
@@ -88,7 +88,7 @@ void attend_head_reference(const AttentionProblem<Scalar>& p, Index n, Index h, 
   if (p.zero_attn) probs.col(col++).setZero();
   for (Index i = 0; i < L; ++i) {
     finish_scores(p, n, h, i, 0, S, probs.row(i).data());
-    softmax_row_inplace(probs.row(i));
+    softmax_row_inplace(probs.row(i), [&] { return p.any_key_allowed(n, h, i); });
   }
 
   Eigen::Map<Matrix<Scalar>, Eigen::Unaligned, Eigen::OuterStride<>> out(ctx, L, dv, Eigen::OuterStride<>(p.ctx.row_stride));

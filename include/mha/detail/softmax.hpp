@@ -5,8 +5,9 @@
 //   maxCoeff may drop one, which would turn a NaN row into a plausible one).
 // - A score of -inf (a masked key, or a computed -inf) weighs exactly 0, and a key of weight 0
 //   contributes nothing to the output, even if its value row holds NaN or Inf.
-// - A row in which every score is -inf (no key allowed) gets all-zero weights and a zero output
-//   (PyTorch gives NaN there).
+// - A row in which no key is allowed (every key masked) gets all-zero weights and a zero output
+//   (PyTorch gives NaN there). A row whose allowed keys all score -inf (an infinite input, a
+//   negative overflow) gets NaN, as in PyTorch: only masks make an empty row.
 // - Otherwise IEEE arithmetic decides: a NaN or +inf score (NaN inputs, a product or a mask sum
 //   beyond the largest finite Scalar) makes the row's weights and output NaN, never a number.
 
@@ -47,13 +48,17 @@ void exp_shifted_inplace(RowExpr&& row, Scalar max) {
   for (Index j = 0; j < row.size(); ++j) data[j] = data[j] < smallest_normal ? Scalar(0) : data[j];
 }
 
-/// Softmax of one row in place under the rules above.
-template <class RowExpr>
-void softmax_row_inplace(RowExpr&& row) {
+/// Softmax of one row in place under the rules above; `any_allowed()` tells, for a row of -inf
+/// scores only, whether some key was allowed (NaN) or none (zeros).
+template <class RowExpr, class AnyAllowed>
+void softmax_row_inplace(RowExpr&& row, AnyAllowed&& any_allowed) {
   using Scalar = typename std::decay_t<RowExpr>::Scalar;
   const Scalar max = row_max_propagate_nan(row);
   if (max == -std::numeric_limits<Scalar>::infinity()) {
-    row.setZero();
+    if (any_allowed())
+      row.setConstant(std::numeric_limits<Scalar>::quiet_NaN());
+    else
+      row.setZero();
     return;
   }
   exp_shifted_inplace(row, max);  // max = +inf gives NaN (inf - inf), as it should

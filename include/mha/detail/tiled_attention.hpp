@@ -59,15 +59,16 @@ struct TileScratch {
 template <class Scalar>
 using PartialMap = Eigen::Map<Matrix<Scalar>>;
 
-/// Normalises `acc / sum` into the context rows of stacked row r, under the softmax rules: a NaN
-/// sum (a NaN or +inf score) gives NaN, a zero sum (no key allowed) gives zeros, and a row that
-/// still comes out non-finite (0 * NaN of a zero-weight value) is recomputed exactly.
+/// Normalises `acc / sum` into the context row of query i of head h, under the softmax rules: a
+/// NaN sum (a NaN or +inf score) gives NaN; a zero sum (every score -inf) gives zeros when no key
+/// was allowed and NaN otherwise; a row that still comes out non-finite (0 * NaN of a zero-weight
+/// value) is recomputed exactly.
 template <class Scalar, class KV>
 void write_context_row(const AttentionProblem<Scalar, KV>& p, Index n, Index h, Index i, const Scalar* acc,
                        Scalar sum, Scalar* qs_scratch) {
   const Index dv = p.v_dim;
   Eigen::Map<RowVector<Scalar>> out(p.ctx.row(n, h, i), dv);
-  if (std::isnan(sum)) {
+  if (std::isnan(sum) || (sum == 0 && p.any_key_allowed(n, h, i))) {
     out.setConstant(std::numeric_limits<Scalar>::quiet_NaN());
   } else if (sum > 0) {
     out = Eigen::Map<const RowVector<Scalar>>(acc, dv) / sum;
