@@ -6,11 +6,13 @@
 ///
 /// The safetensors I/O is a separate, optional include (`<mha/io.hpp>`, needs nlohmann-json).
 
+#include "alibi.hpp"
 #include "error.hpp"
 #include "linear.hpp"
 #include "mask.hpp"
 #include "multi_head_attention.hpp"
 #include "parallel.hpp"
+#include "rotary_embedding.hpp"
 #include "scaled_dot_product_attention.hpp"
 #include "types.hpp"
 

@@ -82,6 +82,30 @@ void check(const std::string& name, const mha::MultiHeadAttentionOptions& o, mha
   if (count != 0 || !same) ++g_failures;
 }
 
+// RotaryEmbedding::apply rotates in place: no allocation, from the tables or on the fly.
+template <class Scalar>
+void check_rope(const std::string& name, mha::RopeLayout layout, mha::Index max_positions) {
+  mha::RopeOptions o;
+  o.layout = layout;
+  o.head_dim = 128;
+  o.rotary_dim = 128;  // 64 pairs per head: one block of the on-the-fly path
+  o.max_positions = max_positions;
+  o.scaling = mha::RopeScaling::yarn(4.0, 4096);
+  const mha::RotaryEmbedding<Scalar> rope(o);
+  mha::Matrix<Scalar> x = mha::Matrix<Scalar>::Random(9, 4 * 128);  // [T, heads * head_dim]
+  typename mha::RotaryEmbedding<Scalar>::Positions positions(9);    // [T]
+  for (mha::Index t = 0; t < 9; ++t) positions[t] = 3 * t;
+  g_allocations = 0;
+  g_counting = true;
+  rope.apply(x, 4, 7);
+  rope.apply(x.leftCols(2 * 128), 2, positions.data());
+  rope.apply(x, 4, positions);
+  g_counting = false;
+  const long count = g_allocations.load();
+  std::printf("%-44s allocations in 3 calls: %ld\n", name.c_str(), count);
+  if (count != 0) ++g_failures;
+}
+
 }  // namespace
 
 // The hook must see what it claims to see, or every "0" above proves nothing.
@@ -130,6 +154,8 @@ int main() {
     check<float>("self-attention, head_dim 64, L = 1000" + t, wide, 1, 1000, 1000, true,
                  mha::ForwardOptions<float>().threads(threads));
   }
+  check_rope<float>("RoPE rotate-half, cos/sin tables", mha::RopeLayout::rotate_half, 64);
+  check_rope<double>("RoPE interleaved, cos/sin on the fly", mha::RopeLayout::interleaved, 0);
   std::printf("%s\n", g_failures == 0 ? "zero-allocation: all passed" : "zero-allocation: FAILED");
   return g_failures == 0 ? 0 : 1;
 }
