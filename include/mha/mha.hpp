@@ -7,6 +7,7 @@
 /// The safetensors I/O is a separate, optional include (`<mha/io.hpp>`, needs nlohmann-json).
 
 #include "error.hpp"
+#include "kv_cache.hpp"
 #include "linear.hpp"
 #include "mask.hpp"
 #include "multi_head_attention.hpp"
