@@ -28,6 +28,16 @@ class argument_error : public std::invalid_argument {
   using std::invalid_argument::invalid_argument;
 };
 
+/// A fixed-capacity container would exceed its capacity (a linear KV cache that is full). Derived
+/// from std::length_error, the standard's "exceeds a maximum size" (std::vector::reserve throws
+/// it), rather than from argument_error: the call is well-formed and could succeed on a cache with
+/// room, so a generation loop can catch exactly this (and stop, or evict) without parsing messages.
+/// Messages start with `[mha.cache]`.
+class capacity_error : public std::length_error {
+ public:
+  using std::length_error::length_error;
+};
+
 /// A file could not be opened, read or written.
 class io_error : public std::runtime_error {
  public:

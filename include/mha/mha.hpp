@@ -8,6 +8,7 @@
 
 #include "alibi.hpp"
 #include "error.hpp"
+#include "kv_cache.hpp"
 #include "linear.hpp"
 #include "mask.hpp"
 #include "multi_head_attention.hpp"
