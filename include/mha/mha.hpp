@@ -8,6 +8,7 @@
 
 #include "alibi.hpp"
 #include "error.hpp"
+#include "grouped_query_attention.hpp"
 #include "kv_cache.hpp"
 #include "linear.hpp"
 #include "mask.hpp"
