@@ -9,7 +9,11 @@
 
 #ifdef MHA_BLAS_CBLAS
 
+#ifdef MHA_BLAS_MKL
+#include <mkl_cblas.h>
+#else
 #include <cblas.h>
+#endif
 
 #include "../types.hpp"
 
