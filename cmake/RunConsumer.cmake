@@ -59,7 +59,7 @@ cache_from(MHA_SOURCE_DIR MHA_SOURCE_DIR)
 cache_from(MHA_EXPECTED_PREFIX prefix)
 cache_from(MHA_WITH_IO WITH_IO)
 cache_from(MHA_WITH_OPENMP WITH_OPENMP)
-cache_from(MHA_USE_BLAS USE_BLAS)
+cache_from(MHA_BLAS BLAS)
 # Find the same dependencies as the parent build did.
 cache_from(Eigen3_DIR Eigen3_DIR)
 cache_from(nlohmann_json_DIR nlohmann_json_DIR)

@@ -285,3 +285,48 @@ TEMPLATE_TEST_CASE("InProjection rejects bad arguments with a message", "[linear
   REQUIRE_THROWS_AS(InProjection<S>(0, 1, 1), mha::shape_error);
   REQUIRE_THROWS_WITH(InProjection<S>(2, 0, 1), MHA_CONTAINS("got [2, 0, 1]"));
 }
+
+TEMPLATE_TEST_CASE("Linear repacks its weight in every setter; results do not depend on threads", "[linear][packed]",
+                   float, double) {
+  using S = TestType;
+  std::mt19937 rng(21);
+  // Sizes past one register tile, one KC block and the 64-row threshold of a second thread.
+  const Index in = 300, out = 37, T = 150;
+  Linear<S> lin(in, out);
+  const Mat<S> x = mha_test::random_matrix<S>(rng, T, in);
+  for (int round = 0; round < 2; ++round) {  // the second weight must replace the first's panels
+    CAPTURE(round);
+    const Mat<S> w = mha_test::random_matrix<S>(rng, out, in);
+    const mha::RowVector<S> b = mha_test::random_row<S>(rng, out);
+    lin.set_weight(w);
+    lin.set_bias(b);
+    REQUIRE(mha_test::exactly_equal(lin.weight(), w));
+    const MatD expected = mha_test::ref_linear(x, mha_test::cast<double>(w), mha_test::cast_row<double>(b));
+    mha::set_num_threads(1);
+    const Mat<S> one = lin.forward(x);
+    mha::set_num_threads(2);
+    const Mat<S> two = lin.forward(x);
+    mha::set_num_threads(0);
+    REQUIRE_CLOSE_T(S, one, expected);
+    REQUIRE(mha_test::exactly_equal(one, two));
+  }
+}
+
+TEMPLATE_TEST_CASE("InProjection repacks on set_q/k/v_weight over a packed weight", "[linear][in_projection][packed]",
+                   float, double) {
+  using S = TestType;
+  std::mt19937 rng(22);
+  const Index E = 20, T = 9;  // E not a multiple of the panel width: q, k, v share panels
+  InProjection<S> proj(E, E, E, false);
+  proj.set_in_proj_weight(mha_test::random_matrix<S>(rng, 3 * E, E));
+  const Mat<S> wk = mha_test::random_matrix<S>(rng, E, E);
+  proj.set_k_weight(wk);
+  const Mat<S> x = mha_test::random_matrix<S>(rng, T, E);
+  Mat<S> y(T, E), qkv(T, 3 * E);
+  proj.project_k(x, y);
+  REQUIRE_CLOSE_T(S, y, mha_test::ref_linear(x, mha_test::cast<double>(wk), RowD()));
+  proj.project_packed(x, qkv);
+  REQUIRE_CLOSE_T(S, qkv.middleCols(E, E), mha_test::ref_linear(x, mha_test::cast<double>(wk), RowD()));
+  const MatD wq = mha_test::cast<double>(Mat<S>(proj.q_weight()));
+  REQUIRE_CLOSE_T(S, qkv.leftCols(E), mha_test::ref_linear(x, wq, RowD()));
+}

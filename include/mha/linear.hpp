@@ -10,12 +10,19 @@
 #include <string>
 #include <utility>
 
+#include "detail/linear_kernel.hpp"
+#include "detail/packed_weight.hpp"
+#include "parallel.hpp"
 #include "types.hpp"
 
 namespace mha {
 
 /// `y = x W^T + b`, with `W` `[out, in]` and an optional `b` `[out]` (PyTorch `nn.Linear`).
-/// Cost: one GEMM, `2 * tokens * in * out` FLOPs.
+/// Cost: one GEMM, `2 * tokens * in * out` FLOPs, on mha::num_threads() threads.
+///
+/// Memory: the weight is held twice, as `[out, in]` (what weight() returns) and packed in the
+/// micro-kernel's panel layout (detail/pack.hpp), repacked by every setter, so that a forward pass
+/// never packs it.
 template <class Scalar_>
 class Linear {
  public:
@@ -28,17 +35,19 @@ class Linear {
     if (in_features <= 0 || out_features <= 0)
       MHA_THROW(shape_error, "[mha.shape] Linear: expected positive [out, in], got " +
                                  detail::shape_string(out_features, in_features));
-    m_weight = Matrix<Scalar>::Zero(out_features, in_features);
+    m_weight = detail::PackedWeight<Scalar>(out_features, in_features);
     if (bias) m_bias = RowVector<Scalar>::Zero(out_features);
     m_has_bias = bias;
   }
 
-  Index in_features() const { return m_weight.cols(); }
-  Index out_features() const { return m_weight.rows(); }
+  Index in_features() const { return m_weight.in(); }
+  Index out_features() const { return m_weight.out(); }
   bool has_bias() const { return m_has_bias; }
 
   /// `[out, in]`.
-  const Matrix<Scalar>& weight() const { return m_weight; }
+  const Matrix<Scalar>& weight() const { return m_weight.matrix(); }
+  /// The weight in both layouts, for mha's kernels (internal).
+  detail::WeightSlice<Scalar> weight_panels() const { return m_weight.slice(); }
   /// `[out]`; empty when the layer has no bias.
   const RowVector<Scalar>& bias() const { return m_bias; }
 
@@ -46,7 +55,7 @@ class Linear {
   void set_weight(const ConstMatrixRef<Scalar>& weight) {
     detail::check_shape("Linear weight", out_features(), in_features(), weight.rows(),
                         weight.cols());
-    m_weight = weight;
+    m_weight.assign(weight);
   }
 
   /// Replaces the bias; `bias` must be `[out]` and the layer must have one.
@@ -63,17 +72,17 @@ class Linear {
     return y;
   }
 
-  /// Writes `x W^T + b` into `y [tokens, out]` (caller memory, no allocation).
+  /// Writes `x W^T + b` into `y [tokens, out]` (caller memory; no allocation once the calling
+  /// thread has run a product this large, whose packing buffers it keeps).
   void forward(const ConstMatrixRef<Scalar>& x, MatrixRef<Scalar> y) const {
     detail::check_shape("Linear input", -1, in_features(), x.rows(), x.cols());
     detail::check_shape("Linear output", x.rows(), out_features(), y.rows(), y.cols());
-    y.noalias() = x * m_weight.transpose();
-    if (m_has_bias) y.rowwise() += m_bias;
+    detail::linear_rows_local(x, m_weight.slice(), m_has_bias ? m_bias.data() : nullptr, y, num_threads());
   }
 
  private:
-  Matrix<Scalar> m_weight;  // [out, in]
-  RowVector<Scalar> m_bias;  // [out], empty without bias
+  detail::PackedWeight<Scalar> m_weight;  // [out, in], and packed
+  RowVector<Scalar> m_bias;              // [out], empty without bias
   bool m_has_bias = false;
 };
 
@@ -83,6 +92,9 @@ class Linear {
 /// When `kdim == vdim == E` the three weights are stored packed, as PyTorch's `in_proj_weight`
 /// `[3E, E]` (rows `[0, E)` are W_Q, `[E, 2E)` W_K, `[2E, 3E)` W_V), so that self-attention
 /// projects with one GEMM `x in_proj_weight^T -> [tokens, 3E]` instead of three.
+///
+/// Memory: like Linear, every weight is held twice, as given and packed for the micro-kernel
+/// (repacked by every setter; a forward pass never packs a weight).
 template <class Scalar_>
 class InProjection {
  public:
@@ -97,11 +109,11 @@ class InProjection {
       MHA_THROW(shape_error, "[mha.shape] InProjection: expected positive [embed_dim, kdim, vdim], got " +
                                  detail::shape_string(embed_dim, kdim, vdim));
     if (packed()) {
-      m_packed = Matrix<Scalar>::Zero(3 * embed_dim, embed_dim);
+      m_packed = detail::PackedWeight<Scalar>(3 * embed_dim, embed_dim);
     } else {
-      m_q = Matrix<Scalar>::Zero(embed_dim, embed_dim);
-      m_k = Matrix<Scalar>::Zero(embed_dim, kdim);
-      m_v = Matrix<Scalar>::Zero(embed_dim, vdim);
+      m_q = detail::PackedWeight<Scalar>(embed_dim, embed_dim);
+      m_k = detail::PackedWeight<Scalar>(embed_dim, kdim);
+      m_v = detail::PackedWeight<Scalar>(embed_dim, vdim);
     }
     if (bias) m_bias = RowVector<Scalar>::Zero(3 * embed_dim);
   }
@@ -116,7 +128,7 @@ class InProjection {
   /// `[3E, E]`, the packed weight; only when packed().
   const Matrix<Scalar>& in_proj_weight() const {
     require_packed("in_proj_weight");
-    return m_packed;
+    return m_packed.matrix();
   }
   /// W_Q `[E, E]`, W_K `[E, kdim]`, W_V `[E, vdim]`: views into the packed weight when packed().
   /// (Explicit branches, not `?:`: a conditional between a block and a matrix would build a
@@ -124,13 +136,22 @@ class InProjection {
   ConstMatrixRef<Scalar> q_weight() const { return weight_of(0); }
   ConstMatrixRef<Scalar> k_weight() const { return weight_of(1); }
   ConstMatrixRef<Scalar> v_weight() const { return weight_of(2); }
+  /// The weights in both layouts, for mha's kernels (internal): the packed `[3E, E]` (only when
+  /// packed()), and W_Q, W_K, W_V (slices of it when packed()).
+  detail::WeightSlice<Scalar> in_proj_weight_panels() const {
+    require_packed("in_proj_weight");
+    return m_packed.slice();
+  }
+  detail::WeightSlice<Scalar> q_weight_panels() const { return panels_of(0); }
+  detail::WeightSlice<Scalar> k_weight_panels() const { return panels_of(1); }
+  detail::WeightSlice<Scalar> v_weight_panels() const { return panels_of(2); }
   /// `[3E]`, `b_Q, b_K, b_V`; empty without bias.
   const RowVector<Scalar>& in_proj_bias() const { return m_bias; }
 
   void set_in_proj_weight(const ConstMatrixRef<Scalar>& w) {
     require_packed("in_proj_weight");
     detail::check_shape("in_proj_weight", 3 * m_embed_dim, m_embed_dim, w.rows(), w.cols());
-    m_packed = w;
+    m_packed.assign(w);
   }
   void set_q_weight(const ConstMatrixRef<Scalar>& w) { set_block(w, 0, m_embed_dim, m_q, "q_proj_weight"); }
   void set_k_weight(const ConstMatrixRef<Scalar>& w) { set_block(w, 1, m_kdim, m_k, "k_proj_weight"); }
@@ -147,8 +168,7 @@ class InProjection {
     require_packed("project_packed");
     detail::check_shape("query", -1, m_embed_dim, x.rows(), x.cols());
     detail::check_shape("packed projection output", x.rows(), 3 * m_embed_dim, qkv.rows(), qkv.cols());
-    qkv.noalias() = x * m_packed.transpose();
-    if (m_has_bias) qkv.rowwise() += m_bias;
+    detail::linear_rows_local(x, m_packed.slice(), m_has_bias ? m_bias.data() : nullptr, qkv, num_threads());
   }
 
   /// `x [tokens, E] -> [tokens, E]`, `x [tokens, kdim] -> [tokens, E]`, `x [tokens, vdim] -> ...`.
@@ -165,37 +185,44 @@ class InProjection {
 
   // Weight of projection `which` (0 = q, 1 = k, 2 = v) as a view.
   ConstMatrixRef<Scalar> weight_of(int which) const {
-    if (packed()) return ConstMatrixRef<Scalar>(m_packed.middleRows(which * m_embed_dim, m_embed_dim));
-    if (which == 0) return ConstMatrixRef<Scalar>(m_q);
-    if (which == 1) return ConstMatrixRef<Scalar>(m_k);
-    return ConstMatrixRef<Scalar>(m_v);
+    if (packed()) return ConstMatrixRef<Scalar>(m_packed.matrix().middleRows(which * m_embed_dim, m_embed_dim));
+    if (which == 0) return ConstMatrixRef<Scalar>(m_q.matrix());
+    if (which == 1) return ConstMatrixRef<Scalar>(m_k.matrix());
+    return ConstMatrixRef<Scalar>(m_v.matrix());
   }
 
-  void set_block(const ConstMatrixRef<Scalar>& w, int which, Index in, Matrix<Scalar>& separate,
+  detail::WeightSlice<Scalar> panels_of(int which) const {
+    if (packed()) return m_packed.slice().middle_rows(which * m_embed_dim, m_embed_dim);
+    if (which == 0) return m_q.slice();
+    if (which == 1) return m_k.slice();
+    return m_v.slice();
+  }
+
+  void set_block(const ConstMatrixRef<Scalar>& w, int which, Index in, detail::PackedWeight<Scalar>& separate,
                  const char* name) {
     detail::check_shape(name, m_embed_dim, in, w.rows(), w.cols());
     if (packed())
-      m_packed.middleRows(which * m_embed_dim, m_embed_dim) = w;
+      m_packed.assign_rows(which * m_embed_dim, w);
     else
-      separate = w;
+      separate.assign(w);
   }
 
   void project(int which, const char* what, const ConstMatrixRef<Scalar>& x, MatrixRef<Scalar> y) const {
     const Index in = which == 0 ? m_embed_dim : which == 1 ? m_kdim : m_vdim;
     detail::check_shape(what, -1, in, x.rows(), x.cols());
     detail::check_shape("projection output", x.rows(), m_embed_dim, y.rows(), y.cols());
-    y.noalias() = x * weight_of(which).transpose();
-    if (m_has_bias) y.rowwise() += m_bias.segment(which * m_embed_dim, m_embed_dim);
+    detail::linear_rows_local(x, panels_of(which), m_has_bias ? m_bias.data() + which * m_embed_dim : nullptr, y,
+                              num_threads());
   }
 
   Index m_embed_dim = 0;
   Index m_kdim = 0;
   Index m_vdim = 0;
   bool m_has_bias = false;
-  Matrix<Scalar> m_packed;  // [3E, E] when packed()
-  Matrix<Scalar> m_q;       // [E, E]    when !packed()
-  Matrix<Scalar> m_k;       // [E, kdim] when !packed()
-  Matrix<Scalar> m_v;       // [E, vdim] when !packed()
+  detail::PackedWeight<Scalar> m_packed;  // [3E, E] when packed()
+  detail::PackedWeight<Scalar> m_q;       // [E, E]    when !packed()
+  detail::PackedWeight<Scalar> m_k;       // [E, kdim] when !packed()
+  detail::PackedWeight<Scalar> m_v;       // [E, vdim] when !packed()
   RowVector<Scalar> m_bias;  // [3E], empty without bias
 };
 

@@ -299,7 +299,7 @@ class MultiHeadAttention {
       // 1. Projections of this group's heads, all tokens of the batch in one product each.
       if (self_attention) {
         workspace.m_qkv.resize(N * L, 3 * E);  // [N*L, 3E]: Q | K | V
-        detail::linear_rows(query.flat(), m_in_proj.in_proj_weight(), bias_or_null(in_bias, 0), workspace.m_qkv,
+        detail::linear_rows(query.flat(), m_in_proj.in_proj_weight_panels(), bias_or_null(in_bias, 0), workspace.m_qkv,
                             threads, workspace.m_threads);
         p.q = head_view<const Scalar>(workspace.m_qkv.data(), L, 3 * E);
         p.k = head_view<const Scalar>(workspace.m_qkv.data() + E, S, 3 * E);
@@ -309,11 +309,11 @@ class MultiHeadAttention {
         workspace.m_k.resize(N * S, width);  // [N*S, g d]
         workspace.m_v.resize(N * S, width);  // [N*S, g d]
         const Index r0 = h0 * d;
-        detail::linear_rows(query.flat(), m_in_proj.q_weight().middleRows(r0, width), bias_or_null(in_bias, r0),
+        detail::linear_rows(query.flat(), m_in_proj.q_weight_panels().middle_rows(r0, width), bias_or_null(in_bias, r0),
                             workspace.m_q, threads, workspace.m_threads);
-        detail::linear_rows(key.flat(), m_in_proj.k_weight().middleRows(r0, width), bias_or_null(in_bias, E + r0),
+        detail::linear_rows(key.flat(), m_in_proj.k_weight_panels().middle_rows(r0, width), bias_or_null(in_bias, E + r0),
                             workspace.m_k, threads, workspace.m_threads);
-        detail::linear_rows(value.flat(), m_in_proj.v_weight().middleRows(r0, width),
+        detail::linear_rows(value.flat(), m_in_proj.v_weight_panels().middle_rows(r0, width),
                             bias_or_null(in_bias, 2 * E + r0), workspace.m_v, threads, workspace.m_threads);
         p.q = head_view<const Scalar>(workspace.m_q.data(), L, width);
         p.k = head_view<const Scalar>(workspace.m_k.data(), S, width);
@@ -336,7 +336,7 @@ class MultiHeadAttention {
                               options.average_attn_weights);
 
       // 3. Output projection: out = bias + sum over groups of ctx_group W_O[:, group columns]^T.
-      detail::linear_rows(workspace.m_ctx, m_out_proj.weight().middleCols(h0 * d, width),
+      detail::linear_rows(workspace.m_ctx, m_out_proj.weight_panels().middle_cols(h0 * d, width),
                           h0 == 0 ? bias_or_null(m_out_proj.bias(), 0) : nullptr, output, threads, workspace.m_threads,
                           /*accumulate=*/h0 > 0);
     }

@@ -42,6 +42,16 @@ class GemmBuffers : public Eigen::internal::level3_blocking<Scalar, Scalar> {
     this->m_blockB = m_b.data();
   }
 
+  /// Grows the buffers so that no product with rows, cols and depth at most these allocates in
+  /// prepare(): Eigen's block sizes never exceed the problem's (mc <= cols, kc <= depth,
+  /// nc <= rows), but they are not monotonic in it (a narrower product can get a deeper kc), so
+  /// preparing the largest product alone does not cover the smaller ones.
+  void reserve(Index rows, Index cols, Index depth) {
+    if (m_a.size() < cols * depth) m_a.resize(cols * depth);
+    if (m_b.size() < depth * rows) m_b.resize(depth * rows);
+    prepare(rows, cols, depth);
+  }
+
  private:
   Eigen::Matrix<Scalar, Eigen::Dynamic, 1> m_a;  // packed panel of the first operand
   Eigen::Matrix<Scalar, Eigen::Dynamic, 1> m_b;  // packed panel of the second operand

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "gemm.hpp"
+#include "pack.hpp"
 
 namespace mha {
 namespace detail {
@@ -15,6 +16,7 @@ struct ThreadScratch {
   Matrix<Scalar> aux;         // the reference path's scaled queries [L, d]; a split merge's [2, max(dv + 2, d)]
   Matrix<Scalar> kv;          // a key/value tile converted from the cache's storage [Bk, d + dv]
   GemmBuffers<Scalar> gemm;   // packing buffers of this thread's products
+  PackBuffers<Scalar> pack;   // the micro-kernel GEMM's packed A / B blocks (projections)
 };
 
 /// One ThreadScratch per thread; grows, never shrinks, so a repeated shape allocates nothing.
@@ -31,7 +33,14 @@ class ScratchPool {
   /// its largest shape only in a later call, and allocate then.
   void reserve_gemm(int threads, Index rows, Index cols, Index depth) {
     ensure(threads);
-    for (int t = 0; t < threads; ++t) (*this)[t].gemm.prepare(rows, cols, depth);
+    for (int t = 0; t < threads; ++t) (*this)[t].gemm.reserve(rows, cols, depth);
+  }
+
+  /// Sizes the micro-kernel packing buffers of threads [0, threads) for a product
+  /// `[rows, depth] x [depth, cols]` whose right operand comes packed (PackBuffers::reserve).
+  void reserve_pack(int threads, Index rows, Index cols, Index depth, bool pack_b = false) {
+    ensure(threads);
+    for (int t = 0; t < threads; ++t) (*this)[t].pack.reserve(rows, cols, depth, pack_b);
   }
 
   /// Sizes buffer `member` of every thread (resize keeps the allocation when the size is unchanged).
