@@ -313,9 +313,9 @@ class GroupedQueryAttention {
     for (Index n = 0; n < N; ++n) {
       // Row blocks of one sequence: contiguous in x when t == T.
       const auto xn = x.middleRows(n * T + t0, t);
-      detail::linear_rows(xn, m_q_proj.weight(), bias_of(m_q_proj), ws.m_q.middleRows(n * t, t), threads, ws.m_threads);
-      detail::linear_rows(xn, m_k_proj.weight(), bias_of(m_k_proj), ws.m_k.middleRows(n * t, t), threads, ws.m_threads);
-      detail::linear_rows(xn, m_v_proj.weight(), bias_of(m_v_proj), ws.m_v.middleRows(n * t, t), threads, ws.m_threads);
+      detail::linear_rows(xn, m_q_proj.weight_panels(), bias_of(m_q_proj), ws.m_q.middleRows(n * t, t), threads, ws.m_threads);
+      detail::linear_rows(xn, m_k_proj.weight_panels(), bias_of(m_k_proj), ws.m_k.middleRows(n * t, t), threads, ws.m_threads);
+      detail::linear_rows(xn, m_v_proj.weight_panels(), bias_of(m_v_proj), ws.m_v.middleRows(n * t, t), threads, ws.m_threads);
     }
     if (m_options.qk_norm) {
       rms_norm_heads(ws.m_q, m_q_norm);
@@ -398,7 +398,7 @@ class GroupedQueryAttention {
     ws.m_ctx.resize(p.batch * p.q_len, Hd);
     p.ctx = head_view<Scalar>(ws.m_ctx.data(), p.q_len, Hd);
     detail::run_tiled(p, detail::TileSizes(), threads, ws.m_threads);
-    detail::linear_rows(ws.m_ctx, m_o_proj.weight(), bias_of(m_o_proj), output, threads, ws.m_threads);
+    detail::linear_rows(ws.m_ctx, m_o_proj.weight_panels(), bias_of(m_o_proj), output, threads, ws.m_threads);
   }
 
   // The same for batch entry n alone, into its `rows` of the output.
@@ -413,7 +413,7 @@ class GroupedQueryAttention {
     ws.m_ctx.resize(N * t, Hd);
     p.ctx = head_view<Scalar>(ws.m_ctx.data() + n * t * Hd, t, Hd);
     detail::run_tiled(p, detail::TileSizes(), threads, ws.m_threads);
-    detail::linear_rows(ws.m_ctx.middleRows(n * t, t), m_o_proj.weight(), bias_of(m_o_proj), rows, threads,
+    detail::linear_rows(ws.m_ctx.middleRows(n * t, t), m_o_proj.weight_panels(), bias_of(m_o_proj), rows, threads,
                         ws.m_threads);
   }
 
