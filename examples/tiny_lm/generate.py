@@ -148,6 +148,7 @@ def main():
     out, _, t_prefill, total = generate(model, prompt, args.tokens, not args.no_cache,
                                         args.temperature, args.top_k, args.seed, show)
     sys.stdout.write(utf8.decode(b"", final=True) + "\n")
+    sys.stdout.flush()
     print("[%d prompt tokens, %d generated in %.3f s: %.1f tokens/s (decode only %.1f tokens/s), "
           "%d thread(s), %s]" % (len(prompt), len(out), total, len(out) / total,
                                  (len(out) - 1) / max(total - t_prefill, 1e-9), args.threads,

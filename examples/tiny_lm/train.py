@@ -116,7 +116,7 @@ def sample_greedy(model, prompt, n):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--steps", type=int, default=1200)
+    p.add_argument("--steps", type=int, default=800)
     p.add_argument("--batch", type=int, default=8, help="sequences per step")
     p.add_argument("--context", type=int, default=256)
     p.add_argument("--hidden", type=int, default=128, help="E")
