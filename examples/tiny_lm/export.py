@@ -32,8 +32,8 @@ from model import (WEIGHTS, decode, encode, load_model, read_safetensors, set_th
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIXTURE = os.path.join(ROOT, "tests", "fixtures", "tiny_lm_parity.safetensors")
-PROMPT = "The secret of a happy life is "
-N_TOKENS = 64
+PROMPT = "The secret of a happy life is to work hard, to love well, and to know when to "
+N_TOKENS = 64             # the prompt (78 tokens) is longer than the window of layer 0 (64)
 LOGIT_STEPS = 4
 
 
