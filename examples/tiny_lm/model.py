@@ -16,8 +16,9 @@ Conventions, which the C++ side (examples/tiny_lm) must follow exactly:
   angle `[p, i] = p * inv_freq[i]`, `cos/sin = cos/sin(cat(angle, angle))` over the d dims of a
   head, `rope(x) = x * cos + rotate_half(x) * sin` with `rotate_half(x) = cat(-x[d/2:], x[:d/2])`.
   Positions are absolute (0 for the first token). The tables are computed in float64 and rounded
-  to float32 (HF computes the angle in float32; the difference is below 1e-6 at these positions,
-  and float64 tables are what mha's RotaryEmbedding computes). K is rotated before it is cached.
+  to float32, as mha's RotaryEmbedding does. (HF computes the angle in float32: its tables differ
+  from these by up to 4e-6 at positions below 288, which moved the logits of the parity prompt by
+  6e-7 relative to their largest magnitude.) K is rotated before it is cached.
 - GQA: H query heads, Hkv key/value heads, query head h reads kv head h // (H / Hkv) (contiguous
   groups, as HF's repeat_kv). head_dim d = E / H. Scores are scaled by 1/sqrt(d).
 - Causal: the query at absolute position P sees keys at positions K <= P. A layer with a sliding
