@@ -22,7 +22,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from model import WEIGHTS, decode, encode, load_model, set_threads, torch  # noqa: E402
+from model import WEIGHTS, encode, load_model, set_threads, torch  # noqa: E402
 
 BENCH_PROMPT = "The best way to predict the futu"   # 32 bytes = 32 tokens
 BENCH_TOKENS = 256

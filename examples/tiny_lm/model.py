@@ -32,7 +32,7 @@ import math
 import os
 import struct
 from dataclasses import asdict, dataclass, field
-from typing import List, Optional
+from typing import List
 
 try:
     import numpy as np
