@@ -4,6 +4,7 @@
 # MODE=find_package:     install MHA_BINARY_DIR into WORK_DIR/prefix, then configure the consumer
 #                        with that prefix first in CMAKE_PREFIX_PATH, build, run its tests.
 # The consumer uses the parent build's generator, compiler, flags and configuration.
+# NAME (optional) names the test in messages; it defaults to consumer_<MODE>.
 cmake_minimum_required(VERSION 3.25)
 
 foreach(var MODE CONSUMER_SOURCE_DIR WORK_DIR MHA_SOURCE_DIR MHA_BINARY_DIR GENERATOR CXX_COMPILER CTEST)
@@ -12,12 +13,16 @@ foreach(var MODE CONSUMER_SOURCE_DIR WORK_DIR MHA_SOURCE_DIR MHA_BINARY_DIR GENE
   endif()
 endforeach()
 
+if(NOT NAME)
+  set(NAME "consumer_${MODE}")
+endif()
+
 function(run step)
   list(JOIN ARGN " " shown)
-  message(STATUS "[${MODE}] ${step}: ${shown}")
+  message(STATUS "[${NAME}] ${step}: ${shown}")
   execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc)
   if(NOT rc EQUAL 0)
-    message(FATAL_ERROR "consumer_${MODE}: ${step} failed (${rc})")
+    message(FATAL_ERROR "${NAME}: ${step} failed (${rc})")
   endif()
 endfunction()
 

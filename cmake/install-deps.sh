@@ -6,6 +6,8 @@
 #   cmake/install-deps.sh bench       + Google Benchmark, OpenBLAS
 #   cmake/install-deps.sh bench-torch + LibTorch (large) for the PyTorch baseline
 #   cmake/install-deps.sh all         test + bench
+#   cmake/install-deps.sh docs        Doxygen (the `docs` target, HTML API reference)
+#   cmake/install-deps.sh compat      test + clang + Doxygen (.ci/run's compatibility stage)
 #
 # Installs with apt-get as root, or through `sudo -n` when that works without a password.
 # When it cannot install (no apt-get, no root, no sudo), it prints one line naming the packages
@@ -36,9 +38,13 @@ case "$task" in
     required+=(libeigen3-dev catch2 nlohmann-json3-dev libbenchmark-dev libopenblas-dev)
     optional+=(clang libclang-rt-dev) ;;
   -h|--help|help)
-    sed -n '2,13s/^# \{0,1\}//p' "$0"; exit 0 ;;
+    sed -n '2,15s/^# \{0,1\}//p' "$0"; exit 0 ;;
+  docs)
+    required+=(doxygen) ;;
+  compat)
+    required+=(libeigen3-dev catch2 nlohmann-json3-dev clang doxygen) ;;
   *)
-    echo "install-deps.sh: unknown task '$task' (demo, test, bench, bench-torch, all)" >&2
+    echo "install-deps.sh: unknown task '$task' (demo, test, bench, bench-torch, all, docs, compat)" >&2
     exit 2 ;;
 esac
 

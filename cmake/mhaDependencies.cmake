@@ -4,11 +4,15 @@
 # proxy, ...) ends in one clear line that names the Debian package to install, instead of the
 # sub-build log FetchContent prints. The local archive is then handed to FetchContent, which
 # also honours FETCHCONTENT_SOURCE_DIR_<NAME> (point it at a local checkout to skip the download).
+# The MHA_*_URL variables also take a local archive as a file:// URL: .ci/compat points them at
+# the archives in ../shared/deps, so that this code runs offline as it does online. To use the
+# fallback although a package is installed, configure with -DCMAKE_DISABLE_FIND_PACKAGE_<Name>=ON
+# (Eigen3, Catch2, nlohmann_json).
 include(FetchContent)
 
 set(MHA_EIGEN_URL "https://gitlab.com/libeigen/eigen/-/archive/3.4.0/eigen-3.4.0.tar.gz"
   CACHE STRING "Eigen archive fetched when Eigen3 is not found")
-set(MHA_CATCH2_URL "https://github.com/catchorg/Catch2/archive/refs/tags/v3.5.4.tar.gz"
+set(MHA_CATCH2_URL "https://github.com/catchorg/Catch2/archive/refs/tags/v3.7.1.tar.gz"
   CACHE STRING "Catch2 archive fetched when Catch2 is not found")
 set(MHA_NLOHMANN_JSON_URL "https://github.com/nlohmann/json/releases/download/v3.11.3/json.tar.xz"
   CACHE STRING "nlohmann_json archive fetched when nlohmann_json is not found")
@@ -44,6 +48,8 @@ function(mha_fetch name)
           list(GET status 1 reason)
           file(REMOVE "${archive}.part")
         endif()
+      else()
+        message(STATUS "mha: ${arg_WHAT} not found, using ${archive}, fetched before from ${arg_URL}")
       endif()
     endif()
     if(NOT "${reason}" STREQUAL "")
@@ -76,10 +82,19 @@ macro(mha_fetch_eigen)
     set_target_properties(Eigen3::Eigen PROPERTIES
       INTERFACE_INCLUDE_DIRECTORIES "${mha_eigen_source_dir}")
   endif()
-  file(STRINGS "${mha_eigen_source_dir}/Eigen/src/Core/util/Macros.h" mha_eigen_version_lines
-    REGEX "#define EIGEN_(WORLD|MAJOR|MINOR)_VERSION [0-9]+")
+  # Eigen 5 keeps its version in Eigen/Version as MAJOR.MINOR.PATCH (WORLD stays 3); Eigen 3.4
+  # keeps it in Macros.h as WORLD.MAJOR.MINOR.
+  if(EXISTS "${mha_eigen_source_dir}/Eigen/Version")
+    set(mha_eigen_version_file "${mha_eigen_source_dir}/Eigen/Version")
+    set(mha_eigen_version_parts MAJOR MINOR PATCH)
+  else()
+    set(mha_eigen_version_file "${mha_eigen_source_dir}/Eigen/src/Core/util/Macros.h")
+    set(mha_eigen_version_parts WORLD MAJOR MINOR)
+  endif()
+  file(STRINGS "${mha_eigen_version_file}" mha_eigen_version_lines
+    REGEX "#define EIGEN_(WORLD|MAJOR|MINOR|PATCH)_VERSION [0-9]+")
   set(Eigen3_VERSION "")
-  foreach(part WORLD MAJOR MINOR)
+  foreach(part IN LISTS mha_eigen_version_parts)
     string(REGEX MATCH "EIGEN_${part}_VERSION ([0-9]+)" _ "${mha_eigen_version_lines}")
     list(APPEND Eigen3_VERSION "${CMAKE_MATCH_1}")
   endforeach()
@@ -113,6 +128,8 @@ macro(mha_fetch_catch2)
   mha_fetch(Catch2 URL "${MHA_CATCH2_URL}" WHAT "Catch2" PACKAGE catch2)
   FetchContent_GetProperties(catch2 SOURCE_DIR mha_catch2_source_dir)
   list(APPEND CMAKE_MODULE_PATH "${mha_catch2_source_dir}/extras")
+  # project(Catch2 VERSION ...) set it in Catch2's directory scope only.
+  get_directory_property(Catch2_VERSION DIRECTORY "${mha_catch2_source_dir}" DEFINITION Catch2_VERSION)
   set(Catch2_VERSION_MAJOR 3)
   set(MHA_CATCH2_FETCHED TRUE)
 endmacro()

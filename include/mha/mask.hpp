@@ -68,6 +68,7 @@ Matrix<Scalar> additive_from_bool(const Eigen::Ref<const BoolMatrix>& m, bool tr
 template <class Scalar_>
 class AttentionMask {
  public:
+  /// Element type of the additive values, `float` or `double`.
   using Scalar = Scalar_;
 
   AttentionMask() = default;
@@ -81,16 +82,20 @@ class AttentionMask {
 
   /// Boolean mask where `true` means the query may NOT attend the key (nn.MultiheadAttention).
   /// `m` is `[slices * L, S]` with `slices` = 1 (shared) or N * H (per head and batch entry).
+  /// Throws shape_error when `m` is empty or its rows do not split into `slices`.
   static AttentionMask blocked(const Eigen::Ref<const BoolMatrix>& m, Index slices = 1) {
     return from_values(detail::additive_from_bool<Scalar>(m, true), slices, "blocked mask");
   }
 
   /// Boolean mask where `true` means the query MAY attend the key (F.scaled_dot_product_attention).
+  /// Shapes and errors as for blocked().
   static AttentionMask allowed(const Eigen::Ref<const BoolMatrix>& m, Index slices = 1) {
     return from_values(detail::additive_from_bool<Scalar>(m, false), slices, "allowed mask");
   }
 
   /// Additive mask added to the scaled scores: finite values or -inf (NaN and +inf are rejected).
+  /// `m` is `[slices * L, S]` as for blocked(). Throws argument_error on a NaN or +inf value,
+  /// shape_error on the shape.
   static AttentionMask additive(const ConstMatrixRef<Scalar>& m, Index slices = 1) {
     detail::check_additive_values<Scalar>("additive mask", m);
     return from_values(Matrix<Scalar>(m), slices, "additive mask");
@@ -103,12 +108,15 @@ class AttentionMask {
     return m;
   }
 
+  /// Whether the causal rule applies (on top of the dense values, if any).
   bool is_causal() const { return m_causal; }
+  /// Whether there is a dense part (values()).
   bool has_values() const { return m_values.size() > 0; }
   /// Number of `[L, S]` slices in the dense part: 1, or N * H; 0 without dense part.
   Index slices() const { return m_slices; }
   /// L and S of the dense part (0 without one).
   Index query_len() const { return m_slices > 0 ? m_values.rows() / m_slices : 0; }
+  /// S of the dense part (0 without one).
   Index key_len() const { return m_values.cols(); }
   /// The dense additive values, `[slices * L, S]`.
   const Matrix<Scalar>& values() const { return m_values; }
@@ -135,23 +143,29 @@ class AttentionMask {
 template <class Scalar_>
 class KeyPaddingMask {
  public:
+  /// Element type of the additive values, `float` or `double`.
   using Scalar = Scalar_;
 
   KeyPaddingMask() = default;
 
-  /// `m [N, S]`, `true` = padding (PyTorch's `key_padding_mask` polarity).
+  /// `m [N, S]`, `true` = padding (PyTorch's `key_padding_mask` polarity). Throws shape_error
+  /// when `m` is empty.
   static KeyPaddingMask padding(const Eigen::Ref<const BoolMatrix>& m) {
     return from_values(detail::additive_from_bool<Scalar>(m, true));
   }
 
-  /// `m [N, S]` added to the scores of key j in every row of batch entry n.
+  /// `m [N, S]` added to the scores of key j in every row of batch entry n. Throws argument_error
+  /// on a NaN or +inf value, shape_error when `m` is empty.
   static KeyPaddingMask additive(const ConstMatrixRef<Scalar>& m) {
     detail::check_additive_values<Scalar>("additive key padding mask", m);
     return from_values(Matrix<Scalar>(m));
   }
 
+  /// Whether the mask is absent (default-constructed): nothing is blocked.
   bool empty() const { return m_values.size() == 0; }
+  /// N, the number of batch entries (0 when empty).
   Index batch() const { return m_values.rows(); }
+  /// S, the number of keys (0 when empty).
   Index key_len() const { return m_values.cols(); }
   /// `[N, S]`, additive.
   const Matrix<Scalar>& values() const { return m_values; }

@@ -58,13 +58,17 @@ struct MultiHeadAttentionOptions {
   bool add_zero_attn = false;  ///< a zero key and value appended after the head split
 
   MultiHeadAttentionOptions() = default;
+  /// E and H; the rest keeps its default (checked when a layer is built from it).
   MultiHeadAttentionOptions(Index embed_dim_, Index num_heads_) : embed_dim(embed_dim_), num_heads(num_heads_) {}
 
+  ///@{
+  /// Builder: sets the field of the same meaning and returns `*this` for chaining.
   MultiHeadAttentionOptions& with_kdim(Index k) { kdim = k; return *this; }
   MultiHeadAttentionOptions& with_vdim(Index v) { vdim = v; return *this; }
   MultiHeadAttentionOptions& with_bias(bool on) { bias = on; return *this; }
   MultiHeadAttentionOptions& with_bias_kv(bool on = true) { add_bias_kv = on; return *this; }
   MultiHeadAttentionOptions& with_zero_attn(bool on = true) { add_zero_attn = on; return *this; }
+  ///@}
 };
 
 /// Which attention kernel a forward pass uses.
@@ -86,27 +90,34 @@ enum class Kernel {
 /// .causal();` holds a value, never a reference to a destroyed temporary.
 template <class Scalar>
 struct ForwardOptions {
-  const AttentionMask<Scalar>* attn_mask = nullptr;
-  const KeyPaddingMask<Scalar>* key_padding_mask = nullptr;
+  const AttentionMask<Scalar>* attn_mask = nullptr;  ///< borrowed; `[L, S]` or `[N * H * L, S]` values
+  const KeyPaddingMask<Scalar>* key_padding_mask = nullptr;  ///< borrowed; `[N, S]`
   bool is_causal = false;             ///< end-aligned causal mask, combined with attn_mask
   bool need_weights = false;          ///< also return the attention weights
   bool average_attn_weights = true;   ///< weights averaged over heads, else per head
   int num_threads = 0;                ///< 0: mha::num_threads()
-  Kernel kernel = Kernel::automatic;
+  Kernel kernel = Kernel::automatic;  ///< which attention kernel runs
 
+  ///@{
+  /// Builder on a named object: sets the field of the same meaning (weights() sets need_weights
+  /// and average_attn_weights) and returns `*this`; the masks are borrowed.
   ForwardOptions& with_mask(const AttentionMask<Scalar>& mask) & { attn_mask = &mask; return *this; }
   ForwardOptions& with_key_padding(const KeyPaddingMask<Scalar>& mask) & { key_padding_mask = &mask; return *this; }
   ForwardOptions& causal(bool on = true) & { is_causal = on; return *this; }
   ForwardOptions& weights(bool average = true) & { need_weights = true; average_attn_weights = average; return *this; }
   ForwardOptions& threads(int n) & { num_threads = n; return *this; }
   ForwardOptions& use_kernel(Kernel k) & { kernel = k; return *this; }
+  ///@}
 
+  ///@{
+  /// Builder on a temporary: as above, but returns the options by value.
   ForwardOptions with_mask(const AttentionMask<Scalar>& mask) && { return std::move(with_mask(mask)); }
   ForwardOptions with_key_padding(const KeyPaddingMask<Scalar>& mask) && { return std::move(with_key_padding(mask)); }
   ForwardOptions causal(bool on = true) && { return std::move(causal(on)); }
   ForwardOptions weights(bool average = true) && { return std::move(weights(average)); }
   ForwardOptions threads(int n) && { return std::move(threads(n)); }
   ForwardOptions use_kernel(Kernel k) && { return std::move(use_kernel(k)); }
+  ///@}
 
   // Masks that are temporaries would be destroyed before the call that reads them.
   void with_mask(AttentionMask<Scalar>&&) = delete;
@@ -148,11 +159,14 @@ class Workspace {
 template <class Scalar_>
 class MultiHeadAttention {
  public:
+  /// Element type, `float` or `double`.
   using Scalar = Scalar_;
   static_assert(std::is_floating_point<Scalar>::value, "Scalar must be float or double");
 
   /// A layer initialised as PyTorch does (xavier_uniform in-projection, uniform(+-1/sqrt(E))
   /// out-projection, xavier_normal bias_k / bias_v, zero biases), from a deterministic `seed`.
+  /// Throws shape_error unless embed_dim and num_heads are positive, kdim and vdim not negative
+  /// and num_heads divides embed_dim.
   explicit MultiHeadAttention(const MultiHeadAttentionOptions& options, std::uint64_t seed = 0)
       : m_options(validated(options)),
         m_in_proj(m_options.embed_dim, m_options.kdim, m_options.vdim, m_options.bias),
@@ -164,23 +178,41 @@ class MultiHeadAttention {
     reset_parameters(seed);
   }
 
+  /// The options the layer was built with, kdim and vdim resolved (never 0).
   const MultiHeadAttentionOptions& options() const { return m_options; }
+  /// E, the query and output feature count.
   Index embed_dim() const { return m_options.embed_dim; }
+  /// H.
   Index num_heads() const { return m_options.num_heads; }
+  /// d = E / H, the features of one head.
   Index head_dim() const { return m_options.embed_dim / m_options.num_heads; }
+  /// Features of a key row.
   Index kdim() const { return m_options.kdim; }
+  /// Features of a value row.
   Index vdim() const { return m_options.vdim; }
 
+  ///@{
+  /// The query/key/value projections (`in_proj_weight`, `in_proj_bias`), to read or load.
   InProjection<Scalar>& in_proj() { return m_in_proj; }
   const InProjection<Scalar>& in_proj() const { return m_in_proj; }
+  ///@}
+  ///@{
+  /// The output projection `[E, E]` (`out_proj.weight`, `out_proj.bias`), to read or load.
   Linear<Scalar>& out_proj() { return m_out_proj; }
   const Linear<Scalar>& out_proj() const { return m_out_proj; }
+  ///@}
 
+  ///@{
   /// `[E]` each; empty unless add_bias_kv.
   const RowVector<Scalar>& bias_k() const { return m_bias_k; }
   const RowVector<Scalar>& bias_v() const { return m_bias_v; }
+  ///@}
+  ///@{
+  /// Replaces bias_k / bias_v with `b [E]`. Throws argument_error when the layer was built
+  /// without add_bias_kv, shape_error on another size.
   void set_bias_k(const ConstRowVectorRef<Scalar>& b) { set_bias_kv(m_bias_k, b, "bias_k"); }
   void set_bias_v(const ConstRowVectorRef<Scalar>& b) { set_bias_kv(m_bias_v, b, "bias_v"); }
+  ///@}
 
   /// Re-draws every parameter from `seed` (see the constructor).
   void reset_parameters(std::uint64_t seed) {
@@ -216,6 +248,15 @@ class MultiHeadAttention {
 
   /// One sequence: `query [L, E]`, `key [S, kdim]`, `value [S, vdim]`. Self-attention (the same
   /// matrix passed three times) projects with one packed GEMM when kdim == vdim == E.
+  ///
+  /// Computes, per head h, `softmax(Q_h K_h^T / sqrt(d) + mask) V_h` with `Q = query W_Q^T + b_Q`
+  /// (likewise K, V), concatenates the heads and applies out_proj: multi-head attention of
+  /// Vaswani et al., "Attention Is All You Need" (2017), section 3.2, with the masks, biases and
+  /// options of PyTorch's `nn.MultiheadAttention`. Returns the output `[L, E]` and, with
+  /// need_weights, the weights (shapes table above).
+  ///
+  /// Throws shape_error when an input is empty or has another shape than in the table, or a mask
+  /// does not fit L and S; argument_error for the tiled kernel with need_weights.
   AttentionResult<Scalar> forward(const ConstMatrixRef<Scalar>& query, const ConstMatrixRef<Scalar>& key,
                                   const ConstMatrixRef<Scalar>& value,
                                   const ForwardOptions<Scalar>& options = ForwardOptions<Scalar>()) const {
@@ -231,6 +272,7 @@ class MultiHeadAttention {
   }
 
   /// A batch: `query [N, L, E]`, `key [N, S, kdim]`, `value [N, S, vdim]`, each contiguous.
+  /// Computes and throws as the one-sequence form, for each batch entry; output `[N * L, E]`.
   AttentionResult<Scalar> forward(const BatchView<Scalar>& query, const BatchView<Scalar>& key,
                                   const BatchView<Scalar>& value,
                                   const ForwardOptions<Scalar>& options = ForwardOptions<Scalar>()) const {
@@ -245,6 +287,8 @@ class MultiHeadAttention {
   /// The allocation-free form: writes `output [N * L, E]` (caller memory) and, when `weights` is
   /// not null, the attention weights (resized as in the shapes table), reusing `workspace`.
   /// After a first call at a given shape, further calls at that shape allocate nothing.
+  /// Throws as the other forms, and shape_error when `output` is not `[N * L, E]`,
+  /// argument_error when need_weights is set but `weights` is null.
   void forward(const BatchView<Scalar>& query, const BatchView<Scalar>& key, const BatchView<Scalar>& value,
                const ForwardOptions<Scalar>& options, Workspace<Scalar>& workspace, MatrixRef<Scalar> output,
                Matrix<Scalar>* weights = nullptr) const {
@@ -346,6 +390,7 @@ class MultiHeadAttention {
   /// in groups (default 32 MiB). Grouping changes no result, only memory and speed: a smaller
   /// budget bounds memory at long sequences, a larger one keeps one packed QKV product.
   void set_workspace_budget(std::size_t bytes) { m_workspace_budget = bytes; }
+  /// The budget of set_workspace_budget(), in bytes.
   std::size_t workspace_budget() const { return m_workspace_budget; }
 
  private:
@@ -446,7 +491,9 @@ class MultiHeadAttention {
   }
 };
 
+/// Single-precision layer.
 using MultiHeadAttentionf = MultiHeadAttention<float>;
+/// Double-precision layer.
 using MultiHeadAttentiond = MultiHeadAttention<double>;
 
 }  // namespace mha

@@ -6,6 +6,7 @@
 /// mha parallelises its own loops (GEMM row blocks, batch x heads x query tiles) and runs every
 /// Eigen product inside them single-threaded, so Eigen's own threads never nest under ours.
 
+#include <atomic>
 #include <string>
 
 #include "error.hpp"
@@ -55,20 +56,33 @@ namespace detail {
 /// caller orders the items most expensive first so that the tail is short. Every Eigen product
 /// inside `body` runs single-threaded (Eigen parallelises only outside a parallel region, and
 /// each thread's OpenMP thread count is set to 1 for the region), so threads never nest.
+///
+/// Allocation-free with both OpenMP runtimes: the items are handed out by an atomic counter
+/// rather than `omp for schedule(dynamic)`, and one thread runs the loop without a parallel
+/// region and without changing the thread count, because LLVM's libomp (clang) allocates on every
+/// call for each of those (GCC's libgomp does not); tests/alloc catches it.
 template <class Body>
 void parallel_for(int threads, Index count, Body&& body) {
 #ifdef _OPENMP
   if (threads > count) threads = static_cast<int>(count > 0 ? count : 1);
+  if (threads > 1) {
+    std::atomic<Index> next{0};
 #pragma omp parallel num_threads(threads)
-  {
-    omp_set_num_threads(1);
-#pragma omp for schedule(dynamic, 1)
-    for (Index i = 0; i < count; ++i) body(i, omp_get_thread_num());
+    {
+      omp_set_num_threads(1);
+      const int thread = omp_get_thread_num();
+      for (Index i; (i = next.fetch_add(1, std::memory_order_relaxed)) < count;) body(i, thread);
+    }
+    return;
   }
+  // One thread, no region. Eigen parallelises only its GEMM products, and the bodies run their
+  // GEMMs through gemm_accumulate, which calls Eigen's kernel single-threaded (their other Eigen
+  // products are matrix-vector or outer products). Only with MHA_GEMM_USE_EIGEN_PRODUCT would
+  // Eigen's GEMM start its own threads here; that option is for debugging and allocates anyway.
 #else
   (void)threads;
-  for (Index i = 0; i < count; ++i) body(i, 0);
 #endif
+  for (Index i = 0; i < count; ++i) body(i, 0);
 }
 
 }  // namespace detail

@@ -20,6 +20,8 @@
 
 namespace mha {
 
+/// Sizes and indices: Eigen's signed index type (`std::ptrdiff_t` unless EIGEN_DEFAULT_DENSE_INDEX_TYPE
+/// says otherwise).
 using Index = Eigen::Index;
 
 /// Row-major dynamic matrix, `[tokens, features]`.
@@ -35,8 +37,12 @@ using BoolMatrix = Eigen::Matrix<bool, Eigen::Dynamic, Eigen::Dynamic, Eigen::Ro
 /// block of rows or columns of either (any row stride, unit column stride).
 template <class Scalar>
 using ConstMatrixRef = Eigen::Ref<const Matrix<Scalar>>;
+/// Writable counterpart of ConstMatrixRef, for outputs in caller memory (`[tokens, features]`,
+/// the size fixed by the caller; functions check it and never resize).
 template <class Scalar>
 using MatrixRef = Eigen::Ref<Matrix<Scalar>>;
+/// What public functions take for a bias or another `[features]` vector: a `RowVector`, a `Map`
+/// or a row of a matrix, without a copy.
 template <class Scalar>
 using ConstRowVectorRef = Eigen::Ref<const RowVector<Scalar>>;
 
@@ -77,6 +83,7 @@ inline void check_shape(const char* what, Index expected_rows, Index expected_co
 template <class Scalar_>
 class BatchView {
  public:
+  /// Element type, `float` or `double`.
   using Scalar = Scalar_;
 
   /// Views `batch * tokens` rows of `features` values at `data`, rows `row_stride` apart
@@ -112,10 +119,15 @@ class BatchView {
                                  " rows do not split into batch " + std::to_string(batch));
   }
 
+  /// Number of sequences.
   Index batch() const { return m_batch; }
+  /// Rows (tokens) per sequence.
   Index tokens() const { return m_tokens; }
+  /// Values per row.
   Index features() const { return m_features; }
+  /// Elements from one row to the next (`>= features`).
   Index row_stride() const { return m_row_stride; }
+  /// First element of sequence 0 (not owned).
   const Scalar* data() const { return m_data; }
 
   /// Sequence n, `[tokens, features]`.

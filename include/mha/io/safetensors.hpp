@@ -261,8 +261,11 @@ class Tensor {
     return Tensor(dtype, std::move(shape), std::move(data));
   }
 
+  /// The element type as stored in the file.
   Dtype dtype() const { return m_dtype; }
+  /// The extents, outermost first (PyTorch's `tensor.shape`); empty for a scalar.
   const std::vector<std::int64_t>& shape() const { return m_shape; }
+  /// Number of dimensions, `shape().size()`.
   std::size_t rank() const { return m_shape.size(); }
   /// Number of elements, `prod(shape)`.
   std::int64_t numel() const { return m_numel; }
@@ -276,6 +279,7 @@ class Tensor {
     for (std::size_t i = 0; i + 1 < m_shape.size(); ++i) rows *= m_shape[i];  // no overflow: checked
     return rows;
   }
+  /// `shape[-1]`, the columns of the 2-D matrix shape (see matrix_rows()).
   Index matrix_cols() const { return m_shape.empty() ? 1 : m_shape.back(); }
 
   /// The values as a `[matrix_rows(), matrix_cols()]` matrix, converted from any dtype (BOOL
@@ -309,9 +313,11 @@ class Tensor {
     return m;
   }
 
+  /// Same dtype, shape and bytes (so a NaN equals the same NaN).
   friend bool operator==(const Tensor& a, const Tensor& b) {
     return a.m_dtype == b.m_dtype && a.m_shape == b.m_shape && a.m_data == b.m_data;
   }
+  /// `!(a == b)`.
   friend bool operator!=(const Tensor& a, const Tensor& b) { return !(a == b); }
 
  private:
@@ -334,15 +340,20 @@ class Tensor {
 /// The contents of a safetensors file: string metadata and named tensors.
 class SafetensorsFile {
  public:
+  /// The `__metadata__` object of the header: string keys to string values.
   using Metadata = std::map<std::string, std::string>;
 
+  ///@{
   /// `__metadata__`: free-form string pairs.
   Metadata& metadata() { return m_metadata; }
   const Metadata& metadata() const { return m_metadata; }
+  ///@}
 
   /// All tensors, by name.
   const std::map<std::string, Tensor>& tensors() const { return m_tensors; }
+  /// Number of tensors.
   std::size_t size() const { return m_tensors.size(); }
+  /// Whether a tensor called `name` exists.
   bool contains(const std::string& name) const { return m_tensors.count(name) != 0; }
 
   /// The tensor called `name`, or nullptr.

@@ -62,7 +62,7 @@ inline std::int64_t columns_of(const SafetensorsFile& file, const std::string& k
 }  // namespace detail
 
 /// Builds a `MultiHeadAttention` from the state_dict of a `torch.nn.MultiheadAttention` held in
-/// `file` under `prefix` (a missing trailing `.` is added). embed_dim comes from
+/// `file` under `prefix` (a missing trailing dot is added). embed_dim comes from
 /// `out_proj.weight`, kdim / vdim from `k_proj_weight` / `v_proj_weight` (E with
 /// `in_proj_weight`), bias from the presence of `in_proj_bias` and `out_proj.bias`, add_bias_kv
 /// from `bias_k` / `bias_v`. Tensors of any float dtype are converted to Scalar; other keys are
@@ -148,7 +148,7 @@ MultiHeadAttention<Scalar> load_multi_head_attention(const std::filesystem::path
   return load_multi_head_attention<Scalar>(read_safetensors(path), num_heads, prefix, add_zero_attn);
 }
 
-/// Adds the state_dict of `module` to `file` under `prefix` (a missing trailing `.` is added),
+/// Adds the state_dict of `module` to `file` under `prefix` (a missing trailing dot is added),
 /// with PyTorch's keys and shapes (table above), in the module's precision (F32 or F64), so that
 /// `torch.nn.MultiheadAttention.load_state_dict` accepts it. Replaces tensors of the same names.
 template <class Scalar>
