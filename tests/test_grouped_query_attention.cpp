@@ -174,6 +174,11 @@ TEMPLATE_TEST_CASE("GroupedQueryAttention matches the loop reference, whole sequ
     const Mat<S> x = mha_test::random_matrix<S>(rng, T, E);
     const MatD expected = ref_decoder(layer, mha_test::cast<double>(x));
     REQUIRE_CLOSE(layer.forward(x), expected, 10 * mha_test::Tol<S>::rel, 10 * mha_test::Tol<S>::abs);
+    // The reference kernel (with weights) agrees, and its weights are distributions.
+    Mat<S> weights;
+    REQUIRE_CLOSE(layer.forward(x, 1, 0, &weights), expected, 10 * mha_test::Tol<S>::rel, 10 * mha_test::Tol<S>::abs);
+    REQUIRE(weights.rows() == c.options.num_heads * T);
+    mha_test::require_rows_are_distributions(weights);
     if (!c.options.causal) continue;
     // Prefill of 4, then chunks of 1, 2, 3, 1: any split gives the whole sequence's result.
     auto cache = layer.template make_cache<S>(1, T);

@@ -203,8 +203,11 @@ class GroupedQueryAttention {
   }
 
   /// Without a cache (an encoder, or a whole sequence at once): `x [N * T, E]`, N sequences of T
-  /// tokens at positions 0 .. T - 1.
-  Matrix<Scalar> forward(const ConstMatrixRef<Scalar>& x, Index batch = 1, int threads = 0) const {
+  /// tokens at positions 0 .. T - 1. When `weights` is not null it receives each head's attention
+  /// weights `[N * H * T, T]` (rows of batch entry n, head h start at `(n * H + h) * T`), computed
+  /// by the reference kernel (an `[T, T]` buffer per head).
+  Matrix<Scalar> forward(const ConstMatrixRef<Scalar>& x, Index batch = 1, int threads = 0,
+                         Matrix<Scalar>* weights = nullptr) const {
     if (batch <= 0 || x.rows() == 0 || x.rows() % batch != 0)
       MHA_THROW(shape_error, "[mha.shape] GroupedQueryAttention: x " + detail::shape_string(x.rows(), x.cols()) +
                                  " does not split into batch " + std::to_string(batch));
@@ -212,13 +215,15 @@ class GroupedQueryAttention {
     DecoderWorkspace<Scalar> ws;
     Matrix<Scalar> out(x.rows(), embed_dim());
     const Index T = x.rows() / batch;
-    project(x, 0, ws, num_threads(threads), batch, T);
+    threads = num_threads(threads);
+    project(x, 0, ws, threads, batch, T);
     detail::AttentionProblem<Scalar> p = problem(batch, T);
     p.k = head_view<const Scalar>(ws.m_k.data(), T, ws.m_k.cols());
     p.v = head_view<const Scalar>(ws.m_v.data(), T, ws.m_v.cols());
     p.k_len = T;
     p.q_pos0 = 0;
-    attend_and_project(p, ws, out, num_threads(threads));
+    if (weights) weights->resize(batch * num_heads() * T, T);
+    attend_and_project(p, ws, out, threads, weights);
     return out;
   }
 
@@ -392,12 +397,19 @@ class GroupedQueryAttention {
   // Step 5 and 6: attention of the workspace's q against p's keys, then the output projection.
   template <class Storage>
   void attend_and_project(detail::AttentionProblem<Scalar, Storage>& p, DecoderWorkspace<Scalar>& ws,
-                          MatrixRef<Scalar> output, int threads) const {
+                          MatrixRef<Scalar> output, int threads, Matrix<Scalar>* weights = nullptr) const {
     const Index Hd = num_heads() * head_dim();
     p.q = head_view<const Scalar>(ws.m_q.data(), p.q_len, Hd);
     ws.m_ctx.resize(p.batch * p.q_len, Hd);
     p.ctx = head_view<Scalar>(ws.m_ctx.data(), p.q_len, Hd);
-    detail::run_tiled(p, detail::TileSizes(), threads, ws.m_threads);
+    if constexpr (std::is_same<Storage, Scalar>::value) {
+      if (weights)
+        detail::run_reference(p, threads, ws.m_threads, weights, /*average=*/false);
+      else
+        detail::run_tiled(p, detail::TileSizes(), threads, ws.m_threads);
+    } else {
+      detail::run_tiled(p, detail::TileSizes(), threads, ws.m_threads);
+    }
     detail::linear_rows(ws.m_ctx, m_o_proj.weight_panels(), bias_of(m_o_proj), output, threads, ws.m_threads);
   }
 
