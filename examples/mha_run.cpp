@@ -21,6 +21,16 @@
 // averaged or [N, num_heads, L, S'] per head (S' = S + add_bias_kv + add_zero_attn), in the
 // input's dtype.
 //
+// Decoder mode (__metadata__ mode = "decoder"): IN holds a decoder self-attention layer with
+// Hugging Face names (q_proj.weight [H d, E], k_proj.weight [Hkv d, E], v_proj.weight,
+// o_proj.weight [E, H d], optional biases, q_norm.weight / k_norm.weight [d], alibi_slopes [H];
+// see <mha/io/decoder.hpp>) and hidden_states [N, T, E]. Metadata strings: num_heads (required),
+// num_kv_heads (H), head_dim (E / H), rope = none|half|interleaved (none), rope_theta (10000),
+// rotary_dim (d), rope_scaling (a JSON object in HF config form), alibi (false), sliding_window,
+// softcap, scale, qk_norm_eps (1e-6), causal (true), prefill (T: the first call takes tokens
+// [0, prefill), the rest go through the KV cache `chunk` tokens per call), chunk (1), cache_dtype
+// = float|bf16|f16 (float: the input's precision). OUT gets attn_output [N, T, E].
+//
 // --threads N sets the thread count (N >= 1; without it, mha's default).
 // Exit status: 0 on success, 2 for a bad command line, 1 for any other error; errors are one
 // line on stderr starting with "mha-run: ".
@@ -28,7 +38,9 @@
 #include <mha/io.hpp>
 #include <mha/mha.hpp>
 
+#include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
@@ -49,7 +61,9 @@ const char* const usage =
     "  IN:  a torch.nn.MultiheadAttention state_dict, query [N,L,E], key [N,S,kdim], value [N,S,vdim],\n"
     "       optional attn_mask, key_padding_mask; __metadata__ num_heads (required), is_causal,\n"
     "       add_zero_attn, need_weights, average_attn_weights (\"true\"/\"false\")\n"
-    "  OUT: attn_output [N,L,E] and, with need_weights, attn_output_weights\n";
+    "  OUT: attn_output [N,L,E] and, with need_weights, attn_output_weights\n"
+    "  Decoder mode (__metadata__ mode = \"decoder\"): HF-named q/k/v/o_proj weights and\n"
+    "       hidden_states [N,T,E]; see the comment at the top of examples/mha_run.cpp\n";
 
 // A bad command line (exit status 2).
 struct UsageError : std::runtime_error {
@@ -238,8 +252,147 @@ SafetensorsFile run(const SafetensorsFile& in, const Settings& settings, int thr
   return out;
 }
 
+// --------------------------------------------------------------------------------------------
+// Decoder mode.
+
+const std::string* metadata_value(const SafetensorsFile& file, const char* key) {
+  const auto it = file.metadata().find(key);
+  return it == file.metadata().end() ? nullptr : &it->second;
+}
+
+Index metadata_integer(const SafetensorsFile& file, const char* key, Index default_value, Index minimum) {
+  const std::string* text = metadata_value(file, key);
+  if (!text) return default_value;
+  errno = 0;
+  char* end = nullptr;
+  const long long n = std::strtoll(text->c_str(), &end, 10);
+  if (text->empty() || *end != '\0' || errno == ERANGE || n < minimum || (*text)[0] == ' ' || (*text)[0] == '+')
+    fail(std::string("metadata ") + key + ": expected an integer >= " + std::to_string(minimum) + ", got " +
+         mha::io::detail::quoted(*text));
+  return static_cast<Index>(n);
+}
+
+double metadata_number(const SafetensorsFile& file, const char* key, double default_value) {
+  const std::string* text = metadata_value(file, key);
+  if (!text) return default_value;
+  errno = 0;
+  char* end = nullptr;
+  const double x = std::strtod(text->c_str(), &end);
+  if (text->empty() || *end != '\0' || errno == ERANGE || !std::isfinite(x) || (*text)[0] == ' ')
+    fail(std::string("metadata ") + key + ": expected a finite number, got " + mha::io::detail::quoted(*text));
+  return x;
+}
+
+struct DecoderRun {
+  mha::GroupedQueryAttentionOptions options;
+  Index prefill = 0;  // tokens of the first call
+  Index chunk = 1;    // tokens of every later call
+  std::string cache_dtype = "float";
+};
+
+DecoderRun read_decoder_settings(const SafetensorsFile& in, Index E, Index T) {
+  DecoderRun run;
+  mha::GroupedQueryAttentionOptions& o = run.options;
+  if (!metadata_value(in, "num_heads")) fail("metadata num_heads is missing (a positive integer, e.g. \"8\")");
+  o.embed_dim = E;
+  o.num_heads = metadata_integer(in, "num_heads", 0, 1);
+  o.num_kv_heads = metadata_integer(in, "num_kv_heads", o.num_heads, 1);
+  o.head_dim = metadata_integer(in, "head_dim", 0, 1);
+  const std::string* rope = metadata_value(in, "rope");
+  if (rope && *rope != "none") {
+    if (*rope != "half" && *rope != "interleaved")
+      fail("metadata rope: expected none, half or interleaved, got " + mha::io::detail::quoted(*rope));
+    mha::RopeOptions r;
+    r.layout = *rope == "half" ? mha::RopeLayout::rotate_half : mha::RopeLayout::interleaved;
+    r.theta = metadata_number(in, "rope_theta", 10000.0);
+    r.rotary_dim = metadata_integer(in, "rotary_dim", 0, 1);
+    if (const std::string* scaling = metadata_value(in, "rope_scaling")) {
+      const nlohmann::json j = nlohmann::json::parse(*scaling, nullptr, /*allow_exceptions=*/false);
+      if (j.is_discarded()) fail("metadata rope_scaling: not valid JSON: " + mha::io::detail::quoted(*scaling));
+      r.scaling = mha::io::rope_scaling_from_json(j);
+    }
+    r.max_positions = T;
+    o.rope = r;
+  } else {
+    for (const char* key : {"rope_theta", "rotary_dim", "rope_scaling"})
+      if (metadata_value(in, key)) fail(std::string("metadata ") + key + " is given but rope is none");
+  }
+  o.alibi = metadata_flag(in, "alibi", false);
+  o.sliding_window = metadata_integer(in, "sliding_window", 0, 1);
+  o.softcap = metadata_number(in, "softcap", 0.0);
+  if (metadata_value(in, "softcap") && !(o.softcap > 0)) fail("metadata softcap: expected c > 0");
+  if (metadata_value(in, "scale")) o.scale = metadata_number(in, "scale", 0.0);
+  o.qk_norm_eps = metadata_number(in, "qk_norm_eps", 1e-6);
+  o.causal = metadata_flag(in, "causal", true);
+  run.prefill = metadata_integer(in, "prefill", T, 1);
+  run.chunk = metadata_integer(in, "chunk", 1, 1);
+  if (run.prefill > T) fail("metadata prefill: expected <= T = " + std::to_string(T) + ", got " + std::to_string(run.prefill));
+  if (!o.causal && run.prefill != T) fail("metadata prefill: a non-causal layer runs the whole sequence at once (prefill = T)");
+  if (const std::string* c = metadata_value(in, "cache_dtype")) run.cache_dtype = *c;
+  if (run.cache_dtype != "float" && run.cache_dtype != "bf16" && run.cache_dtype != "f16")
+    fail("metadata cache_dtype: expected float, bf16 or f16, got " + mha::io::detail::quoted(run.cache_dtype));
+  return run;
+}
+
+// Tokens [t0, t0 + t) of every sequence of x [N * T, E] through the cache, into out.
+template <class Scalar, class Storage>
+void run_decoder_calls(const mha::GroupedQueryAttention<Scalar>& layer, const mha::Matrix<Scalar>& x, Index N, Index T,
+                       const DecoderRun& run, int threads, mha::Matrix<Scalar>& out) {
+  mha::KVCache<Storage> cache = layer.template make_cache<Storage>(N, T, std::max(run.prefill, run.chunk));
+  mha::DecoderWorkspace<Scalar> workspace;
+  mha::Matrix<Scalar> xs, ys;  // [N * t, E]
+  for (Index t0 = 0; t0 < T;) {
+    const Index t = std::min(t0 == 0 ? run.prefill : run.chunk, T - t0);
+    xs.resize(N * t, x.cols());
+    ys.resize(N * t, x.cols());
+    for (Index n = 0; n < N; ++n) xs.middleRows(n * t, t) = x.middleRows(n * T + t0, t);
+    layer.forward(xs, cache, workspace, ys, threads);
+    for (Index n = 0; n < N; ++n) out.middleRows(n * T + t0, t) = ys.middleRows(n * t, t);
+    t0 += t;
+  }
+}
+
+template <class Scalar>
+SafetensorsFile run_decoder(const SafetensorsFile& in, int threads) {
+  const Dtype dtype = std::is_same<Scalar, float>::value ? Dtype::f32 : Dtype::f64;
+  const Tensor& hidden = required(in, "hidden_states");
+  if (hidden.rank() != 3 || hidden.shape()[0] <= 0 || hidden.shape()[1] <= 0 || hidden.shape()[2] <= 0)
+    fail("hidden_states: expected shape [N, T, E] with N, T, E > 0, got " + mha::io::detail::shape_string(hidden.shape()));
+  const Index N = hidden.shape()[0], T = hidden.shape()[1], E = hidden.shape()[2];
+  for (const char* name : {"q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight", "q_proj.bias",
+                           "k_proj.bias", "v_proj.bias", "o_proj.bias", "q_norm.weight", "k_norm.weight",
+                           "alibi_slopes"})
+    if (const Tensor* t = in.find(name)) expect_dtype(name, *t, dtype);
+  const DecoderRun run = read_decoder_settings(in, E, T);
+  const mha::GroupedQueryAttention<Scalar> layer = mha::io::load_grouped_query_attention<Scalar>(in, run.options);
+  const mha::Matrix<Scalar> x = hidden.to_matrix<Scalar>();  // [N * T, E]
+  mha::Matrix<Scalar> out(N * T, E);
+  if (!run.options.causal)
+    out = layer.forward(x, N, threads);
+  else if (run.cache_dtype == "bf16")
+    run_decoder_calls<Scalar, Eigen::bfloat16>(layer, x, N, T, run, threads, out);
+  else if (run.cache_dtype == "f16")
+    run_decoder_calls<Scalar, Eigen::half>(layer, x, N, T, run, threads, out);
+  else
+    run_decoder_calls<Scalar, Scalar>(layer, x, N, T, run, threads, out);
+  SafetensorsFile result;
+  result.insert("attn_output", Tensor::from_matrix(out, {N, T, E}));
+  return result;
+}
+
 void run_file(const Arguments& args) {
   const SafetensorsFile in = mha::io::read_safetensors(args.in);
+  if (const std::string* mode = metadata_value(in, "mode")) {
+    if (*mode != "decoder") fail("metadata mode: expected \"decoder\" (or no mode), got " + mha::io::detail::quoted(*mode));
+    const Tensor& hidden = required(in, "hidden_states");
+    if (hidden.dtype() == Dtype::f32)
+      mha::io::write_safetensors(args.out, run_decoder<float>(in, args.threads));
+    else if (hidden.dtype() == Dtype::f64)
+      mha::io::write_safetensors(args.out, run_decoder<double>(in, args.threads));
+    else
+      fail(std::string("hidden_states: expected dtype F32 or F64, got ") + mha::io::dtype_name(hidden.dtype()));
+    return;
+  }
   const Settings settings = read_settings(in);
   const Tensor& query = required(in, "query");
   SafetensorsFile out;

@@ -2,11 +2,18 @@
 // Helpers shared by the I/O tests: exception messages, the fixture files, temporary paths.
 
 #include <algorithm>
+#include <cstdlib>
 #include <exception>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <random>
 #include <string>
 #include <vector>
+
+#ifndef _WIN32
+#include <sys/wait.h>
+#endif
 
 namespace io_test {
 
@@ -61,5 +68,51 @@ inline std::filesystem::path temp_path(const std::string& stem, const std::strin
   std::random_device rd;
   return dir / (stem + "_" + std::to_string(rd()) + std::to_string(rd()) + extension);
 }
+
+
+inline std::string shell_quote(const std::string& s) {
+#ifdef _WIN32
+  return "\"" + s + "\"";
+#else
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+#endif
+}
+
+inline std::string read_text(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+struct RunResult {
+  int status = -1;  // exit status (-1: did not exit normally)
+  std::string out;  // stdout
+  std::string err;  // stderr
+};
+
+/// Runs mha-run with `args` (each quoted), capturing stdout and stderr.
+#ifdef MHA_RUN_EXE
+inline RunResult run_mha_run(const std::vector<std::string>& args) {
+  const std::filesystem::path out = temp_path("mha_run_stdout", ".txt"), err = temp_path("mha_run_stderr", ".txt");
+  std::string command = shell_quote(MHA_RUN_EXE);
+  for (const std::string& a : args) command += " " + shell_quote(a);
+  command += " >" + shell_quote(out.string()) + " 2>" + shell_quote(err.string());
+  const int raw = std::system(command.c_str());
+  RunResult r;
+#ifdef _WIN32
+  r.status = raw;
+#else
+  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+#endif
+  r.out = read_text(out);
+  r.err = read_text(err);
+  std::filesystem::remove(out);
+  std::filesystem::remove(err);
+  return r;
+}
+#endif
 
 }  // namespace io_test

@@ -33,6 +33,10 @@ namespace {
 using io_test::fixtures_dir;
 using io_test::fixture_files;
 using io_test::temp_path;
+using io_test::RunResult;
+#ifdef MHA_RUN_EXE
+using io_test::run_mha_run;
+#endif
 
 using Catch::Matchers::ContainsSubstring;
 using Catch::Matchers::StartsWith;
@@ -123,50 +127,7 @@ void compare(const SafetensorsFile& f, const Outputs& got, const std::string& la
   }
 }
 
-std::string shell_quote(const std::string& s) {
-#ifdef _WIN32
-  return "\"" + s + "\"";
-#else
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-#endif
-}
-
-std::string read_text(const std::filesystem::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-struct RunResult {
-  int status = -1;  // exit status (-1: did not exit normally)
-  std::string out;  // stdout
-  std::string err;  // stderr
-};
-
 #ifdef MHA_RUN_EXE
-/// Runs mha-run with `args` (each quoted), capturing stdout and stderr.
-RunResult run_mha_run(const std::vector<std::string>& args) {
-  const std::filesystem::path out = temp_path("mha_run_stdout", ".txt"), err = temp_path("mha_run_stderr", ".txt");
-  std::string command = shell_quote(MHA_RUN_EXE);
-  for (const std::string& a : args) command += " " + shell_quote(a);
-  command += " >" + shell_quote(out.string()) + " 2>" + shell_quote(err.string());
-  const int raw = std::system(command.c_str());
-  RunResult r;
-#ifdef _WIN32
-  r.status = raw;
-#else
-  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-#endif
-  r.out = read_text(out);
-  r.err = read_text(err);
-  std::filesystem::remove(out);
-  std::filesystem::remove(err);
-  return r;
-}
-
 /// mha-run must fail with `status`, printing exactly one line "mha-run: ...<needle>...".
 void check_fails(const std::vector<std::string>& args, int status, const std::string& needle) {
   const RunResult r = run_mha_run(args);

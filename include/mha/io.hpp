@@ -8,4 +8,5 @@
 ///     auto layer = mha::io::load_multi_head_attention<float>(file, /*num_heads=*/8);
 
 #include "io/safetensors.hpp"
+#include "io/decoder.hpp"
 #include "io/state_dict.hpp"
