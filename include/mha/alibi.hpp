@@ -1,6 +1,6 @@
 #pragma once
 /// \file alibi.hpp
-/// ALiBi slopes (Press et al. 2022, "Train Short, Test Long: Attention with Linear Biases").
+/// ALiBi slopes (Press et al., 2022, "Train Short, Test Long: Attention with Linear Biases").
 ///
 /// ALiBi adds `-m_h * (pos_q - pos_k)` to the scaled score of query head h (after any softcap,
 /// before masks and softmax): a linear penalty on distance, with one slope per head. BLOOM's
@@ -14,16 +14,15 @@
 
 namespace mha {
 
-/// The ALiBi slope of every head, `[num_heads]`: with n = 2^floor(log2 H) (the largest power of
-/// two <= H),
+/// The ALiBi slope of every head, `[num_heads]`, computed in double and rounded to Scalar.
+/// With H = num_heads and n = 2^floor(log2 H), the largest power of two <= H:
 ///
 ///     m_h = 2^(-8 (h + 1) / n)           for h < n,
 ///     m_h = 2^(-4 (2 (h - n) + 1) / n)   for n <= h < H,
 ///
 /// i.e. the geometric sequence of the paper for n heads, then every other slope of the sequence
 /// for 2n heads. This is the rule of the authors' `get_slopes` and of Hugging Face BLOOM's
-/// `build_alibi_tensor`. Computed in double, then rounded to Scalar.
-/// Errors: `[mha.argument]` when num_heads <= 0.
+/// `build_alibi_tensor`. Throws argument_error (`[mha.argument]`) when num_heads <= 0.
 template <class Scalar = double>
 RowVector<Scalar> alibi_slopes(Index num_heads) {
   if (num_heads <= 0)

@@ -58,12 +58,15 @@ class KVCache {
                 "KVCache storage is float, double, Eigen::bfloat16 or Eigen::half");
 
  public:
+  /// Element type of the stored keys and values: float, double, `Eigen::bfloat16` or
+  /// `Eigen::half` (see **Storage** in the class comment).
   using Storage = Storage_;
 
   /// A cache for `batch` (N) sequences, `num_kv_heads` (Hkv) key/value heads, `capacity` (C) slots
   /// per head, keys of `head_dim` (d) and values of `v_head_dim` (dv; 0 means d) features.
-  /// Throws shape_error unless N, Hkv, C, d > 0 and dv >= 0; argument_error when the buffer size
-  /// `N*Hkv*C*(d+dv)` does not fit in an Index.
+  /// Throws shape_error (`[mha.shape]`) unless N, Hkv, C, d > 0 and dv >= 0; argument_error
+  /// (`[mha.argument]`) when the buffer size `N*Hkv*C*(d+dv)` does not fit in an Index, or when
+  /// mode is not a KVCacheMode enumerator.
   KVCache(Index batch, Index num_kv_heads, Index capacity, Index head_dim, Index v_head_dim = 0,
           KVCacheMode mode = KVCacheMode::linear)
       : m_batch(batch),
@@ -95,12 +98,16 @@ class KVCache {
     m_slot_positions.assign(static_cast<std::size_t>(capacity), -1);
   }
 
+  ///@{
+  /// The sizes and mode fixed at construction: N, Hkv, C (slots per head), d (features of a key),
+  /// dv (features of a value; d when constructed with v_head_dim = 0), and the slot mode.
   Index batch() const { return m_batch; }
   Index num_kv_heads() const { return m_num_kv_heads; }
   Index capacity() const { return m_capacity; }
   Index head_dim() const { return m_head_dim; }
   Index v_head_dim() const { return m_v_head_dim; }
   KVCacheMode mode() const { return m_mode; }
+  ///@}
 
   /// Slots holding a token: linear: tokens appended (after crop: kept); ring: `min(position(), C)`.
   Index length() const { return m_mode == KVCacheMode::ring ? std::min(m_position, m_capacity) : m_position; }
@@ -209,12 +216,20 @@ class KVCache {
     m_position = 0;
   }
 
-  /// Keys of batch entry n, kv head g: `[C, d]`, row (slot) stride d.
+  ///@{
+  /// Keys of batch entry n, kv head `kv_head`: `[C, d]` Storage, row (slot) stride d; slot j holds
+  /// absolute position `slot_positions()[j]`. Requires `0 <= n < N` and `0 <= kv_head < Hkv`,
+  /// checked only by a debug assertion (MHA_ASSERT): these are the kernel's loop indices, not user
+  /// input. append(), crop() and clear() never reallocate, so the pointer stays valid across them.
   const Storage* keys(Index n, Index kv_head) const { return m_keys.data() + key_offset(n, kv_head); }
   Storage* keys(Index n, Index kv_head) { return m_keys.data() + key_offset(n, kv_head); }
-  /// Values of batch entry n, kv head g: `[C, dv]`, row (slot) stride dv.
+  ///@}
+  ///@{
+  /// Values of batch entry n, kv head `kv_head`: `[C, dv]` Storage, row (slot) stride dv; same
+  /// slots, preconditions and pointer validity as keys().
   const Storage* values(Index n, Index kv_head) const { return m_values.data() + value_offset(n, kv_head); }
   Storage* values(Index n, Index kv_head) { return m_values.data() + value_offset(n, kv_head); }
+  ///@}
 
   /// Absolute position of every slot, `[C]`; -1 for a slot that holds no token. Linear mode: slot
   /// j holds position j for j < length(). Shared by all batch entries and heads.

@@ -3,7 +3,7 @@
 /// `RotaryEmbedding`, rotary position embedding (RoPE) of queries and keys, with the two layouts
 /// checkpoints use and Hugging Face's frequency scalings (`linear`, `llama3`, `yarn`).
 ///
-/// RoPE (Su et al. 2021, "RoFormer") rotates each pair of dimensions `(a, b)` of a query or key
+/// RoPE (Su et al., 2021, "RoFormer") rotates each pair of dimensions `(a, b)` of a query or key
 /// at absolute position p by the angle `p * inv_freq[i]`:
 ///
 ///     a' = a cos - b sin,    b' = b cos + a sin
@@ -15,6 +15,7 @@
 ///   `i + r / 2`;
 /// - `RopeLayout::interleaved` (GPT-J, Meta's original Llama code, ggml's "normal" mode): dim 2i
 ///   with dim 2i + 1.
+///
 /// The two are the same function up to a permutation of the rows of the q/k projection weights
 /// (`rope_interleaved_to_half_rows`, as Hugging Face's Llama conversion script does).
 ///
@@ -42,42 +43,65 @@ enum class RopeScalingType {
   none,    ///< `default`: `inv_freq[i] = theta^(-2i/r)`
   linear,  ///< position interpolation: `inv_freq / factor`
   llama3,  ///< Llama 3.1: low frequencies / factor, high ones unchanged, a smooth blend between
-  yarn,    ///< YaRN (Peng et al. 2023): ramp blend of interpolation and extrapolation, plus an
+           ///< the two bands
+  yarn,    ///< YaRN (Peng et al., 2023): ramp blend of interpolation and extrapolation, plus an
            ///< attention factor on cos and sin
 };
 
 /// Parameters of a RoPE frequency scaling, named as in a Hugging Face config's `rope_scaling`.
 /// Build one with the named constructors; fields a type does not use are ignored.
 struct RopeScaling {
+  /// Which scaling (`rope_type`); `none` ignores every other field.
   RopeScalingType type = RopeScalingType::none;
   /// linear / llama3 / yarn: the context extension factor (> 0; HF expects >= 1).
   double factor = 1.0;
-  /// llama3: wavelengths longer than `original_max_position_embeddings / low_freq_factor` are
-  /// divided by factor, shorter than `... / high_freq_factor` are kept; 0 < low < high.
+  ///@{
+  /// llama3: wavelengths `2 pi / inv_freq[i]` (in positions) longer than
+  /// `original_max_position_embeddings / low_freq_factor` are divided by factor, those shorter
+  /// than `original_max_position_embeddings / high_freq_factor` are kept; in between,
+  /// `inv_freq = (1 - smooth) * inv_freq / factor + smooth * inv_freq` with
+  /// `smooth = (original_max_position_embeddings / wavelength - low_freq_factor) /
+  /// (high_freq_factor - low_freq_factor)`, as in HF's `_compute_llama3_parameters`. Requires
+  /// 0 < low_freq_factor < high_freq_factor.
   double low_freq_factor = 1.0;
   double high_freq_factor = 4.0;
+  ///@}
   /// llama3 / yarn: the context length the model was trained with (> 0). For yarn HF falls back
   /// to the config's `max_position_embeddings` when the key is absent; here it must be given.
   Index original_max_position_embeddings = 0;
-  /// yarn: the ramp runs between the dims that make beta_fast and beta_slow rotations over the
-  /// original context (0 < beta_slow <= beta_fast).
+  ///@{
+  /// yarn: the ramp runs between the dims that make beta_fast and beta_slow rotations (turns of
+  /// 2 pi) over the original context, HF's `find_correction_range` (0 < beta_slow <= beta_fast).
   double beta_fast = 32.0;
   double beta_slow = 1.0;
+  ///@}
   /// yarn: multiplies cos and sin. Default (unset): `0.1 ln(factor) + 1` (1 when factor <= 1), or,
   /// when both mscale and mscale_all_dim are non-zero (DeepSeek-V2/V3 configs),
   /// `mscale_of(mscale) / mscale_of(mscale_all_dim)` with `mscale_of(m) = 0.1 m ln(factor) + 1`.
   std::optional<double> attention_factor;
+  ///@{
+  /// yarn: the `mscale` and `mscale_all_dim` keys of DeepSeek configs (0 = absent); used only when
+  /// attention_factor is unset and both are non-zero (see attention_factor).
   double mscale = 0.0;
   double mscale_all_dim = 0.0;
+  ///@}
   /// yarn: round the ramp ends to whole dims (floor / ceil), HF's default (gpt-oss sets false).
   bool truncate = true;
 
+  /// Linear position interpolation (Chen et al., 2023, "Extending Context Window of Large
+  /// Language Models via Positional Interpolation"; HF `rope_type = "linear"`): every
+  /// `inv_freq[i]` divided by factor. Checked when a RotaryEmbedding is built from it, not here:
+  /// factor finite and positive (argument_error, `[mha.argument]`).
   static RopeScaling linear(double factor) {
     RopeScaling s;
     s.type = RopeScalingType::linear;
     s.factor = factor;
     return s;
   }
+  /// Llama 3.1's scaling (HF `_compute_llama3_parameters`), the parameters as in the config's
+  /// `rope_scaling` (see the fields). Checked when a RotaryEmbedding is built from it, not here:
+  /// factor finite and positive, original_max_position_embeddings positive,
+  /// 0 < low_freq_factor < high_freq_factor (argument_error, `[mha.argument]`).
   static RopeScaling llama3(double factor, double low_freq_factor, double high_freq_factor,
                             Index original_max_position_embeddings) {
     RopeScaling s;
@@ -88,6 +112,12 @@ struct RopeScaling {
     s.original_max_position_embeddings = original_max_position_embeddings;
     return s;
   }
+  /// YaRN (Peng et al., 2023, "YaRN: Efficient Context Window Extension of Large Language
+  /// Models"; HF `_compute_yarn_parameters`), with HF's defaults for beta_fast and beta_slow, the
+  /// default attention factor and truncate = true; set the other fields afterwards if the config
+  /// has them. Checked when a RotaryEmbedding is built from it, not here: factor finite and
+  /// positive, original_max_position_embeddings positive, 0 < beta_slow <= beta_fast,
+  /// attention_factor (if set) finite and positive (argument_error, `[mha.argument]`).
   static RopeScaling yarn(double factor, Index original_max_position_embeddings,
                           double beta_fast = 32.0, double beta_slow = 1.0) {
     RopeScaling s;
@@ -102,6 +132,7 @@ struct RopeScaling {
 
 /// Configuration of a `RotaryEmbedding`.
 struct RopeOptions {
+  /// Which dims form a rotation pair; must match the checkpoint (see the file comment).
   RopeLayout layout = RopeLayout::rotate_half;
   /// Dims per head, d (> 0).
   Index head_dim = 0;
@@ -110,6 +141,7 @@ struct RopeOptions {
   Index rotary_dim = 0;
   /// Base of the frequencies (`rope_theta`), > 0.
   double theta = 10000.0;
+  /// Frequency scaling (`rope_scaling` of an HF config); none by default.
   RopeScaling scaling;
   /// Positions `[0, max_positions)` get precomputed cos/sin tables (`2 * max_positions * r / 2`
   /// Scalars); beyond, apply() computes cos and sin on the fly (no allocation either way).
@@ -146,14 +178,17 @@ inline std::string number_string(double v) {
 /// factor included). apply() never allocates. Cost of apply: `3 * tokens * heads * r` flops plus,
 /// for positions past the tables, `r` cos/sin calls per token.
 ///
-/// Errors (`mha::argument_error`, `[mha.argument]`): head_dim <= 0, rotary_dim odd, <= 0 or
-/// > head_dim, theta <= 0 or not finite, factor <= 0, bad llama3 / yarn parameters (see
-/// `RopeScaling`), max_positions < 0; at apply: a negative position, heads <= 0;
-/// (`mha::shape_error`, `[mha.shape]`): `x.cols() != heads * head_dim`, a position vector whose
-/// length is not `x.rows()`.
+/// Errors:
+/// - `mha::argument_error`, `[mha.argument]`: at construction, head_dim <= 0, rotary_dim odd,
+///   not positive or larger than head_dim, theta not finite or <= 0, factor not finite or <= 0,
+///   bad llama3 / yarn parameters (see `RopeScaling`), max_positions < 0; at apply() and
+///   cos_sin(), an empty embedding, heads <= 0, a negative position, a null positions pointer;
+/// - `mha::shape_error`, `[mha.shape]`: `x.cols() != heads * head_dim`, a position vector whose
+///   length is not `x.rows()`.
 template <class Scalar_>
 class RotaryEmbedding {
  public:
+  /// Element type of the rotated queries and keys and of the cos/sin tables (float or double).
   using Scalar = Scalar_;
   /// One position per token row.
   using Positions = Eigen::Matrix<Index, Eigen::Dynamic, 1>;
@@ -161,6 +196,10 @@ class RotaryEmbedding {
   /// An empty embedding (`empty()`); apply() on it throws.
   RotaryEmbedding() = default;
 
+  /// Validates `options` (rotary_dim 0 becomes head_dim), computes `inv_freq [r/2]` with the
+  /// scaling and the attention factor in double, and fills the cos/sin tables
+  /// `[max_positions, r/2]`: `O(max_positions * r)` cos/sin calls and `2 * max_positions * r/2`
+  /// Scalars of memory. Throws argument_error (`[mha.argument]`) on the options listed above.
   explicit RotaryEmbedding(const RopeOptions& options) : m_options(options) {
     if (m_options.rotary_dim == 0) m_options.rotary_dim = m_options.head_dim;
     validate();
@@ -178,12 +217,17 @@ class RotaryEmbedding {
       }
   }
 
+  /// True for a default-constructed embedding, on which apply() and cos_sin() throw.
   bool empty() const { return m_options.head_dim == 0; }
+  ///@{
+  /// The options as validated (`rotary_dim` resolved: never 0 unless empty()), and their fields:
+  /// the pair layout, d, r and the number of tabulated positions.
   const RopeOptions& options() const { return m_options; }
   RopeLayout layout() const { return m_options.layout; }
   Index head_dim() const { return m_options.head_dim; }
   Index rotary_dim() const { return m_options.rotary_dim; }
   Index max_positions() const { return m_options.max_positions; }
+  ///@}
 
   /// The inverse frequencies `[r/2]`, radians per position, after scaling (double).
   const Eigen::VectorXd& inv_freq() const { return m_inv_freq; }
@@ -191,7 +235,9 @@ class RotaryEmbedding {
   double attention_factor() const { return m_attention_factor; }
 
   /// Writes `attention_factor * cos(position * inv_freq)` and `... * sin(...)`, `[r/2]` each, to
-  /// caller memory (from the table when the position is in it).
+  /// caller memory (from the table when the position is in it); `cos` and `sin` must each have
+  /// room for r/2 Scalars. Throws argument_error
+  /// (`[mha.argument]`) on an empty embedding or a negative position.
   void cos_sin(Index position, Scalar* cos, Scalar* sin) const {
     require_configured();
     if (position < 0) detail::rope_argument_error("negative position " + std::to_string(position));
@@ -421,7 +467,9 @@ class RotaryEmbedding {
   Matrix<Scalar> m_sin;          // [max_positions, r/2]
 };
 
+/// Single-precision rotary embedding.
 using RotaryEmbeddingf = RotaryEmbedding<float>;
+/// Double-precision rotary embedding.
 using RotaryEmbeddingd = RotaryEmbedding<double>;
 
 /// Permutes the rows of a q or k projection weight `[heads * head_dim, in]` (or of a bias viewed
@@ -430,14 +478,16 @@ using RotaryEmbeddingd = RotaryEmbedding<double>;
 /// `2j + e` (interleaved pair j, e in {0, 1}) moves to row `e * r/2 + j`, for `j < r/2`; rows
 /// `[r, head_dim)` stay. This is the `permute` of Hugging Face's `convert_llama_weights_to_hf.py`
 /// (there with r = head_dim), which turns Meta's checkpoints into HF's layout.
-/// Errors: `[mha.shape]` when the rows are not `heads * head_dim`; `[mha.argument]` for heads or
-/// head_dim <= 0, or rotary_dim odd, <= 0 or > head_dim (0 means head_dim).
+/// Throws shape_error (`[mha.shape]`) when the rows are not `heads * head_dim`; argument_error
+/// (`[mha.argument]`) for heads or head_dim <= 0, or rotary_dim odd, not positive or larger than
+/// head_dim (0 means head_dim).
 template <class Derived>
 Matrix<typename Derived::Scalar> rope_interleaved_to_half_rows(const Eigen::MatrixBase<Derived>& w,
                                                                Index heads, Index head_dim,
                                                                Index rotary_dim = 0);
 
-/// The inverse of `rope_interleaved_to_half_rows`: row `e * r/2 + j` moves to row `2j + e`.
+/// The inverse of `rope_interleaved_to_half_rows`: row `e * r/2 + j` moves to row `2j + e`
+/// (turns HF-layout q/k weights back into Meta's). Same shapes and errors.
 template <class Derived>
 Matrix<typename Derived::Scalar> rope_half_to_interleaved_rows(const Eigen::MatrixBase<Derived>& w,
                                                                Index heads, Index head_dim,
