@@ -20,14 +20,15 @@
 /// Semantics (positions are absolute: the T tokens of a call after P0 cached ones are at
 /// P0 .. P0 + T - 1):
 /// 1. `q = x W_Q^T + b_Q`, `k`, `v` likewise (PyTorch layout `[out, in]`);
-/// 2. QK-norm (Qwen3, Gemma 3): each head of q and k is RMS-normalised, `x / sqrt(mean(x^2) + eps)
-///    * weight`, before RoPE;
+/// 2. QK-norm (Qwen3, Gemma 3): each head x of q and k becomes
+///    `weight * x / sqrt(mean(x^2) + eps)` (RMSNorm), before RoPE;
 /// 3. RoPE rotates q and k at their positions (rotary_embedding.hpp); k is rotated before it is
 ///    cached, v never;
 /// 4. k and v are appended to the cache; query head h reads kv head `h / (H / Hkv)`;
-/// 5. score `s = (scale q) . k` (scale defaults to `1 / sqrt(d)`), softcap `c tanh(s / c)`, ALiBi
-///    `- m_h (pos_q - pos_k)`, causal `pos_k <= pos_q`, window W `pos_q - W < pos_k <= pos_q`,
-///    softmax (README "Non-finite values"), `P V`;
+/// 5. score `s = (scale q) . k` (scale defaults to `1 / sqrt(d)`), softcap `c tanh(s / c)`
+///    (Gemma 2), ALiBi `- m_h (pos_q - pos_k)` (Press et al., 2022), causal `pos_k <= pos_q`,
+///    window W `pos_q - W < pos_k <= pos_q` (Mistral), softmax (README "Non-finite values"),
+///    `P V`;
 /// 6. `output = concat_h(head_h) W_O^T + b_O`.
 
 #include <cmath>
@@ -62,10 +63,11 @@ struct GroupedQueryAttentionOptions {
   double softcap = 0;       ///< c > 0: scores become c tanh(s / c) (Gemma 2); 0: off
   std::optional<double> scale;  ///< score scale; default 1 / sqrt(d)
   bool qk_norm = false;     ///< per-head RMSNorm of q and k
-  double qk_norm_eps = 1e-6;
-  bool causal = true;       ///< false for an encoder (then no cache, no window, no ALiBi-free decode)
+  double qk_norm_eps = 1e-6;  ///< epsilon of the QK-norm RMSNorm (> 0)
+  bool causal = true;       ///< false for an encoder: whole sequences only, no cache, no window
 
   GroupedQueryAttentionOptions() = default;
+  /// E, H and Hkv (0: H); everything else at its default.
   GroupedQueryAttentionOptions(Index embed_dim_, Index num_heads_, Index num_kv_heads_ = 0)
       : embed_dim(embed_dim_), num_heads(num_heads_), num_kv_heads(num_kv_heads_) {}
 };
@@ -93,7 +95,7 @@ class DecoderWorkspace {
 template <class Scalar_>
 class GroupedQueryAttention {
  public:
-  using Scalar = Scalar_;
+  using Scalar = Scalar_;  ///< float or double: weights, activations and accumulation
   static_assert(std::is_floating_point<Scalar>::value, "Scalar must be float or double");
 
   /// A layer with weights drawn uniformly in `+-1/sqrt(fan_in)` (nn.Linear's default bound) from a
@@ -120,14 +122,20 @@ class GroupedQueryAttention {
     }
   }
 
+  ///@{
+  /// The validated options (num_kv_heads and head_dim filled in) and the sizes E, H, Hkv, d.
   const GroupedQueryAttentionOptions& options() const { return m_options; }
   Index embed_dim() const { return m_options.embed_dim; }
   Index num_heads() const { return m_options.num_heads; }
   Index num_kv_heads() const { return m_options.num_kv_heads; }
   Index head_dim() const { return m_options.head_dim; }
+  ///@}
   /// The score scale: options.scale, or 1 / sqrt(d).
   Scalar scale() const { return static_cast<Scalar>(m_options.scale ? *m_options.scale : 1.0 / std::sqrt(double(head_dim()))); }
 
+  ///@{
+  /// The projections, PyTorch layout: q_proj `[H d, E]`, k_proj and v_proj `[Hkv d, E]`,
+  /// o_proj `[E, H d]` (set their weights and biases through Linear's setters).
   Linear<Scalar>& q_proj() { return m_q_proj; }
   Linear<Scalar>& k_proj() { return m_k_proj; }
   Linear<Scalar>& v_proj() { return m_v_proj; }
@@ -136,15 +144,22 @@ class GroupedQueryAttention {
   const Linear<Scalar>& k_proj() const { return m_k_proj; }
   const Linear<Scalar>& v_proj() const { return m_v_proj; }
   const Linear<Scalar>& o_proj() const { return m_o_proj; }
+  ///@}
+  /// The rotary embedding; empty() without rope.
   const RotaryEmbedding<Scalar>& rope() const { return m_rope; }
 
-  /// `[d]` each; empty unless qk_norm.
+  ///@{
+  /// QK-norm weights `[d]` each; empty unless qk_norm. The setters throw argument_error on a
+  /// layer without qk_norm and shape_error for another size.
   const RowVector<Scalar>& q_norm_weight() const { return m_q_norm; }
   const RowVector<Scalar>& k_norm_weight() const { return m_k_norm; }
   void set_q_norm_weight(const ConstRowVectorRef<Scalar>& w) { set_norm(m_q_norm, w, "q_norm.weight"); }
   void set_k_norm_weight(const ConstRowVectorRef<Scalar>& w) { set_norm(m_k_norm, w, "k_norm.weight"); }
+  ///@}
 
-  /// ALiBi slopes `[H]`; empty unless alibi. set_alibi_slopes replaces the standard ones.
+  ///@{
+  /// ALiBi slopes `[H]`; empty unless alibi. set_alibi_slopes replaces the standard ones
+  /// (alibi.hpp); it throws argument_error on a layer without alibi, shape_error for another size.
   const RowVector<Scalar>& alibi_slopes() const { return m_alibi; }
   void set_alibi_slopes(const ConstRowVectorRef<Scalar>& slopes) {
     if (!m_options.alibi)
@@ -152,6 +167,7 @@ class GroupedQueryAttention {
     detail::check_shape("alibi_slopes [H]", 1, num_heads(), 1, slopes.size());
     m_alibi = slopes;
   }
+  ///@}
 
   /// A cache for this layer: `batch` sequences of up to `capacity` tokens. A windowed layer gets a
   /// ring of `W - 1 + max_chunk` slots instead (it never needs older keys), whatever `capacity`
@@ -442,7 +458,7 @@ class GroupedQueryAttention {
   RowVector<Scalar> m_k_norm;      // [d]
 };
 
-using GroupedQueryAttentionf = GroupedQueryAttention<float>;
-using GroupedQueryAttentiond = GroupedQueryAttention<double>;
+using GroupedQueryAttentionf = GroupedQueryAttention<float>;   ///< float layer
+using GroupedQueryAttentiond = GroupedQueryAttention<double>;  ///< double layer
 
 }  // namespace mha

@@ -82,13 +82,17 @@ GroupedQueryAttention<Scalar> load_grouped_query_attention(const SafetensorsFile
   return layer;
 }
 
-/// The `RopeScaling` of a Hugging Face config's `rope_scaling` object: `{"rope_type": "linear",
-/// "factor": f}`, `{"rope_type": "llama3", "factor", "low_freq_factor", "high_freq_factor",
-/// "original_max_position_embeddings"}`, `{"rope_type": "yarn", "factor",
-/// "original_max_position_embeddings", optional "beta_fast", "beta_slow", "attention_factor",
-/// "mscale", "mscale_all_dim", "truncate"}`, or `"default"` / null for none (the older key
-/// `"type"` is accepted for `"rope_type"`). Throws `mha::format_error` naming the key for an
-/// unknown type, a missing key or a value of the wrong JSON type.
+/// The `RopeScaling` of a Hugging Face config's `rope_scaling` object (HF
+/// `modeling_rope_utils.py`). Accepted `rope_type` values and their keys:
+/// - `linear`: `factor`;
+/// - `llama3`: `factor`, `low_freq_factor`, `high_freq_factor`, `original_max_position_embeddings`;
+/// - `yarn`: `factor`, `original_max_position_embeddings`, optional `beta_fast`, `beta_slow`,
+///   `attention_factor`, `mscale`, `mscale_all_dim`, `truncate`;
+/// - `default`, or a null object: no scaling.
+///
+/// The older key `type` is accepted for `rope_type`. Throws `mha::format_error`
+/// (`[mha.format] rope_scaling: ...`) naming the key for an unknown type, a missing key or a
+/// value of the wrong JSON type.
 inline RopeScaling rope_scaling_from_json(const nlohmann::json& j) {
   RopeScaling s;
   if (j.is_null()) return s;
