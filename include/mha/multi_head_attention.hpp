@@ -150,6 +150,36 @@ class Workspace {
   detail::ScratchPool<Scalar> m_threads;  // per-thread tiles and GEMM packing buffers
 };
 
+template <class Scalar_>
+class MultiHeadAttention;
+
+/// The cross-attention cache: an encoder memory's keys and values, projected once by a layer's
+/// W_K, W_V and biases (`MultiHeadAttention::project_memory`) and reused by every decoder step,
+/// which then projects only its queries. Tied to the weights it was projected with: project again
+/// after changing them.
+template <class Scalar>
+class CrossAttentionCache {
+ public:
+  CrossAttentionCache() = default;
+
+  /// N, the sequences of the memory.
+  Index batch() const { return m_batch; }
+  /// S, the tokens of each memory sequence (0 before project_memory).
+  Index tokens() const { return m_batch > 0 ? m_keys.rows() / m_batch : 0; }
+  ///@{
+  /// Projected keys and values `[N * S, E]` (sequence n is rows `[n S, (n + 1) S)`).
+  const Matrix<Scalar>& keys() const { return m_keys; }
+  const Matrix<Scalar>& values() const { return m_values; }
+  ///@}
+
+ private:
+  template <class>
+  friend class MultiHeadAttention;
+  Matrix<Scalar> m_keys;    // [N * S, E]
+  Matrix<Scalar> m_values;  // [N * S, E]
+  Index m_batch = 0;
+};
+
 /// Multi-head attention with PyTorch `nn.MultiheadAttention` semantics (batch_first=True).
 ///
 /// Cost of a forward pass without weights: `2 N (L E^2 + S E kdim + S E vdim + L E^2)` FLOPs for
@@ -284,6 +314,64 @@ class MultiHeadAttention {
     return result;
   }
 
+  /// Cross-attention with a projected memory: projects `key [N, S, kdim]` and `value [N, S, vdim]`
+  /// once (`S E (kdim + vdim)` multiply-adds per sequence) into `cache`, whose storage is reused
+  /// when its shape is unchanged. Throws shape_error for inputs of the wrong shape.
+  void project_memory(const BatchView<Scalar>& key, const BatchView<Scalar>& value, CrossAttentionCache<Scalar>& cache,
+                      int threads = 0) const {
+    const Index N = key.batch(), S = key.tokens(), E = embed_dim();
+    auto check3 = [&](const char* what, const BatchView<Scalar>& t, Index features) {
+      if (t.batch() != N || t.tokens() != S || t.features() != features)
+        MHA_THROW(shape_error, std::string("[mha.shape] project_memory ") + what + ": expected " +
+                                   detail::shape_string(N, S, features) + ", got " +
+                                   detail::shape_string(t.batch(), t.tokens(), t.features()));
+    };
+    check3("key [N, S, kdim]", key, kdim());
+    check3("value [N, S, vdim]", value, vdim());
+    threads = num_threads(threads);
+    const RowVector<Scalar>& in_bias = m_in_proj.in_proj_bias();
+    cache.m_batch = N;
+    cache.m_keys.resize(N * S, E);
+    cache.m_values.resize(N * S, E);
+    detail::ScratchPool<Scalar> pool;
+    detail::linear_rows(key.flat(), m_in_proj.k_weight_panels(), bias_or_null(in_bias, E), cache.m_keys, threads, pool);
+    detail::linear_rows(value.flat(), m_in_proj.v_weight_panels(), bias_or_null(in_bias, 2 * E), cache.m_values, threads,
+                        pool);
+  }
+
+  /// The same, returning a new cache.
+  CrossAttentionCache<Scalar> project_memory(const BatchView<Scalar>& key, const BatchView<Scalar>& value,
+                                             int threads = 0) const {
+    CrossAttentionCache<Scalar> cache;
+    project_memory(key, value, cache, threads);
+    return cache;
+  }
+
+  /// Attention of `query [N, L, E]` to a projected memory: the same result as
+  /// `forward(query, key, value, options)` with the key and value the memory was projected from,
+  /// without projecting them again. Masks are `[L, S]` / `[N * H * L, S]` and `[N, S]` as there.
+  AttentionResult<Scalar> forward(const BatchView<Scalar>& query, const CrossAttentionCache<Scalar>& memory,
+                                  const ForwardOptions<Scalar>& options = ForwardOptions<Scalar>()) const {
+    AttentionResult<Scalar> result;
+    Workspace<Scalar> workspace;
+    result.output.resize(query.batch() * query.tokens(), embed_dim());
+    forward(query, memory, options, workspace, result.output, options.need_weights ? &result.weights : nullptr);
+    return result;
+  }
+
+  /// The allocation-free form of cross-attention with a projected memory.
+  void forward(const BatchView<Scalar>& query, const CrossAttentionCache<Scalar>& memory,
+               const ForwardOptions<Scalar>& options, Workspace<Scalar>& workspace, MatrixRef<Scalar> output,
+               Matrix<Scalar>* weights = nullptr) const {
+    if (memory.batch() == 0)
+      MHA_THROW(argument_error, "[mha.argument] forward: the cross-attention cache is empty; call project_memory");
+    if (memory.keys().cols() != embed_dim())
+      MHA_THROW(shape_error, "[mha.shape] forward: cross-attention cache of width " +
+                                 std::to_string(memory.keys().cols()) + ", layer embed_dim " + std::to_string(embed_dim()));
+    const BatchView<Scalar> k(memory.keys(), memory.batch());
+    forward_impl(query, k, k, &memory, options, workspace, output, weights);
+  }
+
   /// The allocation-free form: writes `output [N * L, E]` (caller memory) and, when `weights` is
   /// not null, the attention weights (resized as in the shapes table), reusing `workspace`.
   /// After a first call at a given shape, further calls at that shape allocate nothing.
@@ -292,8 +380,20 @@ class MultiHeadAttention {
   void forward(const BatchView<Scalar>& query, const BatchView<Scalar>& key, const BatchView<Scalar>& value,
                const ForwardOptions<Scalar>& options, Workspace<Scalar>& workspace, MatrixRef<Scalar> output,
                Matrix<Scalar>* weights = nullptr) const {
+    forward_impl(query, key, value, nullptr, options, workspace, output, weights);
+  }
+
+ private:
+  // The forward pass; with `memory`, key and value are its projected keys (only their shapes are
+  // read) and only the queries are projected.
+  void forward_impl(const BatchView<Scalar>& query, const BatchView<Scalar>& key, const BatchView<Scalar>& value,
+                    const CrossAttentionCache<Scalar>* memory, const ForwardOptions<Scalar>& options,
+                    Workspace<Scalar>& workspace, MatrixRef<Scalar> output, Matrix<Scalar>* weights) const {
     const Index N = query.batch(), L = query.tokens(), S = key.tokens(), E = embed_dim(), H = num_heads();
-    check_inputs(query, key, value, options);
+    if (memory)
+      check_inputs(query, key, key, options, /*key_features=*/E, /*value_features=*/E);
+    else
+      check_inputs(query, key, value, options, kdim(), vdim());
     detail::check_shape("output", N * L, E, output.rows(), output.cols());
     const bool want_weights = options.need_weights || weights != nullptr;
     if (want_weights && weights == nullptr)
@@ -326,8 +426,8 @@ class MultiHeadAttention {
     // at a time, each group adding its share of the output projection, so that memory stays
     // bounded instead of growing with 4 * E * (L + S).
     const bool tiled = !want_weights && options.kernel != Kernel::reference;
-    const Index group = tiled ? heads_per_group(N, L, S) : H;
-    const bool self_attention = group == H && m_in_proj.packed() && query.data() == key.data() &&
+    const Index group = tiled && !memory ? heads_per_group(N, L, S) : H;
+    const bool self_attention = !memory && group == H && m_in_proj.packed() && query.data() == key.data() &&
                                 key.data() == value.data() && query.tokens() == key.tokens() &&
                                 query.row_stride() == key.row_stride() &&
                                 key.row_stride() == value.row_stride();
@@ -348,6 +448,13 @@ class MultiHeadAttention {
         p.q = head_view<const Scalar>(workspace.m_qkv.data(), L, 3 * E);
         p.k = head_view<const Scalar>(workspace.m_qkv.data() + E, S, 3 * E);
         p.v = head_view<const Scalar>(workspace.m_qkv.data() + 2 * E, S, 3 * E);
+      } else if (memory) {  // the whole memory is projected already; group == H
+        workspace.m_q.resize(N * L, E);  // [N*L, E]
+        detail::linear_rows(query.flat(), m_in_proj.q_weight_panels(), bias_or_null(in_bias, 0), workspace.m_q, threads,
+                            workspace.m_threads);
+        p.q = head_view<const Scalar>(workspace.m_q.data(), L, E);
+        p.k = head_view<const Scalar>(memory->keys().data(), S, E);
+        p.v = head_view<const Scalar>(memory->values().data(), S, E);
       } else {
         workspace.m_q.resize(N * L, width);  // [N*L, g d]
         workspace.m_k.resize(N * S, width);  // [N*S, g d]
@@ -386,6 +493,8 @@ class MultiHeadAttention {
     }
   }
 
+
+ public:
   /// Memory the projections and context of a forward pass may take before heads are processed
   /// in groups (default 32 MiB). Grouping changes no result, only memory and speed: a smaller
   /// budget bounds memory at long sequences, a larger one keeps one packed QKV product.
@@ -422,7 +531,7 @@ class MultiHeadAttention {
   }
 
   void check_inputs(const BatchView<Scalar>& q, const BatchView<Scalar>& k, const BatchView<Scalar>& v,
-                    const ForwardOptions<Scalar>& options) const {
+                    const ForwardOptions<Scalar>& options, Index key_features, Index value_features) const {
     const Index N = q.batch(), L = q.tokens(), S = k.tokens(), H = num_heads();
     auto check3 = [](const char* what, const BatchView<Scalar>& t, Index n, Index tokens, Index features) {
       if ((n >= 0 && t.batch() != n) || (tokens >= 0 && t.tokens() != tokens) || t.features() != features) {
@@ -433,8 +542,8 @@ class MultiHeadAttention {
       }
     };
     check3("query [N, L, E]", q, -1, -1, embed_dim());
-    check3("key [N, S, kdim]", k, N, -1, kdim());
-    check3("value [N, S, vdim]", v, N, S, vdim());
+    check3("key [N, S, kdim]", k, N, -1, key_features);
+    check3("value [N, S, vdim]", v, N, S, value_features);
     if (options.attn_mask && options.attn_mask->has_values()) {
       const AttentionMask<Scalar>& m = *options.attn_mask;
       const Index slices = m.slices();
