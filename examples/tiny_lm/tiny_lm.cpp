@@ -280,11 +280,21 @@ int run_attention_svg(const tiny_lm::Model& model, const Arguments& a) {
   std::vector<std::string> labels;
   for (int t : tokens) labels.push_back(label(t));
   // Per head, the mean weight (over the queries that have such a key) on: the previous token;
-  // the query itself; the first token; the token after an earlier occurrence of the query's
-  // token (what an induction head attends to).
+  // the query itself; the first token; the token after an earlier copy of the query's last two
+  // tokens (what an induction head attends to).
   std::printf("mean attention per head over the prompt (%ld tokens): prev = previous token, self, first = "
-              "first token, ind = token after an earlier copy of the current one\n",
+              "first token, ind = the token after an earlier copy of the last two (mean over the queries "
+              "that have one)\n",
               static_cast<long>(T));
+  // earlier_copy[q]: the latest j < q whose two bytes j-1, j equal the query's q-1, q (-1 if none).
+  // An induction head attends from q to j + 1, the byte that followed that earlier copy. Two bytes,
+  // not one, so that a letter seen earlier in another word does not count.
+  std::vector<Index> earlier_copy(tokens.size(), -1);
+  for (Index q = 1; q < T; ++q)
+    for (Index j = q - 1; j >= 1 && earlier_copy[static_cast<std::size_t>(q)] < 0; --j)
+      if (tokens[static_cast<std::size_t>(j)] == tokens[static_cast<std::size_t>(q)] &&
+          tokens[static_cast<std::size_t>(j - 1)] == tokens[static_cast<std::size_t>(q - 1)])
+        earlier_copy[static_cast<std::size_t>(q)] = j;
   std::vector<svg::PanelRow> rows;
   for (Index l = 0; l < c.num_hidden_layers; ++l) {
     const Index W = c.sliding_window[static_cast<std::size_t>(l)];
@@ -302,16 +312,9 @@ int run_attention_svg(const tiny_lm::Model& model, const Arguments& a) {
           prev += w(q, q - 1);
           ++n_prev;
         }
-        double to_next = 0;
-        bool seen = false;
-        for (Index j = 0; j + 1 < q; ++j) {
-          if (tokens[static_cast<std::size_t>(j)] == tokens[static_cast<std::size_t>(q)]) {
-            to_next += w(q, j + 1);
-            seen = true;
-          }
-        }
-        if (seen) {
-          ind += to_next;
+        const Index j = earlier_copy[static_cast<std::size_t>(q)];
+        if (j >= 0) {
+          ind += w(q, j + 1);
           ++n_ind;
         }
       }
