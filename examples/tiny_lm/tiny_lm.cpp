@@ -247,7 +247,11 @@ int run_bench(const tiny_lm::Model& model, const Arguments& a) {
       decode_rates.push_back((bench_tokens - 1) / (t.total - t.prefill));
     }
     std::string runs;
-    for (double r : rates) runs += (runs.empty() ? "" : ", ") + svg::fixed(r, 1);
+    for (double r : rates) {
+      char buf[32];
+      std::snprintf(buf, sizeof buf, "%s%.1f", runs.empty() ? "" : ", ", r);
+      runs += buf;
+    }
     auto median = [](std::vector<double> v) {
       std::sort(v.begin(), v.end());
       return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
