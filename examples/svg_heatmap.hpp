@@ -1,5 +1,6 @@
 #pragma once
-// A small hand-written SVG writer for grids of attention heatmaps, used by demo.cpp.
+// A small hand-written SVG writer for grids of attention heatmaps, used by demo.cpp and
+// tiny_lm/tiny_lm.cpp.
 //
 // One panel per head: query tokens down the left, key tokens across the top (rotated), each cell
 // coloured by its weight on a viridis-like ramp over [0, 1]; a colour bar on the right. Each cell
@@ -77,6 +78,12 @@ struct Layout {
   int header = 70;        // title and subtitle
   int bar_width = 16;     // colour bar
   int bar_room = 76;      // room right of the panels for the bar and its labels
+  // A <title> per cell (hover shows the exact weight). Without them, cells the colour of weight 0
+  // are left to the map's background: a figure of many large maps (tiny_lm draws 32) shrinks
+  // several times and looks the same.
+  bool cell_titles = true;
+  // Without titles, weights below this are drawn as 0 (say so in the figure's subtitle).
+  double min_weight = 0.0;
 };
 
 /// A heatmap with its labels and title; (x, y) is the top-left corner of the panel.
@@ -97,13 +104,23 @@ inline void write_panel(std::ostream& os, const Layout& lay, int x, int y, const
   for (int i = 0; i < L; ++i)  // query labels, right-aligned against the map
     os << "  <text x=\"" << map_x - 5 << "\" y=\"" << map_y + i * lay.cell + lay.cell / 2 + 4
        << "\" text-anchor=\"end\" font-size=\"11\">" << escape(query_tokens[i]) << "</text>\n";
+  const std::string background = viridis(0.0);
+  if (!lay.cell_titles)
+    os << "  <rect x=\"" << map_x << "\" y=\"" << map_y << "\" width=\"" << S * lay.cell << "\" height=\""
+       << L * lay.cell << "\" fill=\"" << background << "\"/>\n";
   for (int i = 0; i < L; ++i)
     for (int j = 0; j < S; ++j) {
       const double w = panel.weights(i, j);
-      os << "  <rect x=\"" << map_x + j * lay.cell << "\" y=\"" << map_y + i * lay.cell << "\" width=\""
-         << lay.cell << "\" height=\"" << lay.cell << "\" fill=\"" << viridis(w) << "\"><title>"
-         << escape(query_tokens[i]) << " -&gt; " << escape(key_tokens[j]) << ": " << fixed(w, 3)
-         << "</title></rect>\n";
+      const std::string colour = viridis(w);
+      if (lay.cell_titles) {
+        os << "  <rect x=\"" << map_x + j * lay.cell << "\" y=\"" << map_y + i * lay.cell << "\" width=\""
+           << lay.cell << "\" height=\"" << lay.cell << "\" fill=\"" << colour << "\"><title>"
+           << escape(query_tokens[i]) << " -&gt; " << escape(key_tokens[j]) << ": " << fixed(w, 3)
+           << "</title></rect>\n";
+      } else if (colour != background && w >= lay.min_weight) {
+        os << "  <rect x=\"" << map_x + j * lay.cell << "\" y=\"" << map_y + i * lay.cell << "\" width=\""
+           << lay.cell << "\" height=\"" << lay.cell << "\" fill=\"" << colour << "\"/>\n";
+      }
       if (w > 0.2 && w < 0.95)  // label the cells that are clearly neither off nor fully on
         os << "  <text x=\"" << map_x + j * lay.cell + lay.cell / 2 << "\" y=\""
            << map_y + i * lay.cell + lay.cell / 2 + 3 << "\" text-anchor=\"middle\" font-size=\"8\" fill=\""
