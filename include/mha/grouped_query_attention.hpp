@@ -82,11 +82,13 @@ class DecoderWorkspace {
  private:
   template <class>
   friend class GroupedQueryAttention;
-  Matrix<Scalar> m_q;    // [N * T, H d]   rotated queries
-  Matrix<Scalar> m_k;    // [N * T, Hkv d] new keys (rotated)
-  Matrix<Scalar> m_v;    // [N * T, Hkv d] new values
-  Matrix<Scalar> m_ctx;  // [N * T, H d]   heads' outputs, concatenated
-  Eigen::Matrix<std::int64_t, Eigen::Dynamic, 1> m_positions;  // [T] positions of this call
+  // Grow-only (detail::grow): rows [0, N * T) of each hold the current call, so that alternating
+  // prefill chunks and decode steps allocate nothing.
+  Matrix<Scalar> m_q;    // [>= N * T, H d]   rotated queries
+  Matrix<Scalar> m_k;    // [>= N * T, Hkv d] new keys (rotated)
+  Matrix<Scalar> m_v;    // [>= N * T, Hkv d] new values
+  Matrix<Scalar> m_ctx;  // [>= N * T, H d]   heads' outputs, concatenated
+  Eigen::Matrix<std::int64_t, Eigen::Dynamic, 1> m_positions;  // [>= N * T] positions of this call
   detail::ScratchPool<Scalar> m_threads;
 };
 
@@ -328,9 +330,11 @@ class GroupedQueryAttention {
     if (T < 0) T = x.rows() / N;
     if (t < 0) t = T;
     const Index Hd = num_heads() * head_dim(), Kd = num_kv_heads() * head_dim();
-    ws.m_q.resize(N * t, Hd);
-    ws.m_k.resize(N * t, Kd);
-    ws.m_v.resize(N * t, Kd);
+    detail::grow(ws.m_q, N * t, Hd);
+    detail::grow(ws.m_k, N * t, Kd);
+    detail::grow(ws.m_v, N * t, Kd);
+    auto q = ws.m_q.topRows(N * t);  // [N t, H d]
+    auto k = ws.m_k.topRows(N * t);  // [N t, Hkv d]
     for (Index n = 0; n < N; ++n) {
       // Row blocks of one sequence: contiguous in x when t == T.
       const auto xn = x.middleRows(n * T + t0, t);
@@ -339,19 +343,20 @@ class GroupedQueryAttention {
       detail::linear_rows(xn, m_v_proj.weight_panels(), bias_of(m_v_proj), ws.m_v.middleRows(n * t, t), threads, ws.m_threads);
     }
     if (m_options.qk_norm) {
-      rms_norm_heads(ws.m_q, m_q_norm);
-      rms_norm_heads(ws.m_k, m_k_norm);
+      rms_norm_heads(q, m_q_norm);
+      rms_norm_heads(k, m_k_norm);
     }
     if (!m_rope.empty()) {
-      ws.m_positions.resize(N * t);
+      if (ws.m_positions.size() < N * t) ws.m_positions.resize(N * t);
       for (Index n = 0; n < N; ++n)
         for (Index i = 0; i < t; ++i) ws.m_positions[n * t + i] = position + i;
-      m_rope.apply(ws.m_q, num_heads(), ws.m_positions.data());
-      m_rope.apply(ws.m_k, num_kv_heads(), ws.m_positions.data());
+      m_rope.apply(q, num_heads(), ws.m_positions.data());
+      m_rope.apply(k, num_kv_heads(), ws.m_positions.data());
     }
   }
 
-  void rms_norm_heads(Matrix<Scalar>& x, const RowVector<Scalar>& weight) const {
+  template <class Rows>
+  void rms_norm_heads(Rows& x, const RowVector<Scalar>& weight) const {
     const Index d = head_dim(), heads = x.cols() / d;
     const Scalar eps = static_cast<Scalar>(m_options.qk_norm_eps);
     for (Index r = 0; r < x.rows(); ++r)
@@ -367,7 +372,7 @@ class GroupedQueryAttention {
                      DecoderWorkspace<Scalar>& ws, MatrixRef<Scalar> output, int threads) const {
     const Index position = cache.position();
     project(x, position, ws, threads, N, T, t0, t);
-    cache.append(ws.m_k, ws.m_v);
+    cache.append(ws.m_k.topRows(N * t), ws.m_v.topRows(N * t));
     detail::AttentionProblem<Scalar, Storage> p = problem_for<Storage>(N, t);
     const Index C = cache.capacity(), d = head_dim();
     p.k = detail::HeadTensor<const Storage>{cache.keys(0, 0), num_kv_heads() * C * d, C * d, d};
@@ -416,7 +421,7 @@ class GroupedQueryAttention {
                           MatrixRef<Scalar> output, int threads, Matrix<Scalar>* weights = nullptr) const {
     const Index Hd = num_heads() * head_dim();
     p.q = head_view<const Scalar>(ws.m_q.data(), p.q_len, Hd);
-    ws.m_ctx.resize(p.batch * p.q_len, Hd);
+    detail::grow(ws.m_ctx, p.batch * p.q_len, Hd);
     p.ctx = head_view<Scalar>(ws.m_ctx.data(), p.q_len, Hd);
     if constexpr (std::is_same<Storage, Scalar>::value) {
       if (weights)
@@ -426,7 +431,8 @@ class GroupedQueryAttention {
     } else {
       detail::run_tiled(p, detail::TileSizes(), threads, ws.m_threads);
     }
-    detail::linear_rows(ws.m_ctx, m_o_proj.weight_panels(), bias_of(m_o_proj), output, threads, ws.m_threads);
+    detail::linear_rows(ws.m_ctx.topRows(p.batch * p.q_len), m_o_proj.weight_panels(), bias_of(m_o_proj), output,
+                        threads, ws.m_threads);
   }
 
   // The same for batch entry n alone, into its `rows` of the output.
@@ -438,7 +444,7 @@ class GroupedQueryAttention {
     p.q = head_view<const Scalar>(ws.m_q.data() + n * t * Hd, t, Hd);
     p.k.data += n * p.k.batch_stride;
     p.v.data += n * p.v.batch_stride;
-    ws.m_ctx.resize(N * t, Hd);
+    detail::grow(ws.m_ctx, N * t, Hd);
     p.ctx = head_view<Scalar>(ws.m_ctx.data() + n * t * Hd, t, Hd);
     detail::run_tiled(p, detail::TileSizes(), threads, ws.m_threads);
     detail::linear_rows(ws.m_ctx.middleRows(n * t, t), m_o_proj.weight_panels(), bias_of(m_o_proj), rows, threads,

@@ -124,6 +124,38 @@ bool hook_counts_allocations() {
   return g_allocations.load() >= 2;
 }
 
+// A decoder layer through its KV cache: after one warm-up step at each shape, prefill chunks and
+// decode steps allocate nothing (the cache is allocated once, at construction).
+template <class Scalar, class Storage>
+void check_decoder(const std::string& name, mha::Index window, int threads) {
+  mha::GroupedQueryAttentionOptions o(64, 8, 2);
+  o.rope = mha::RopeOptions{};
+  o.alibi = window == 0;
+  o.sliding_window = window;
+  o.qk_norm = true;
+  const mha::GroupedQueryAttention<Scalar> layer(o, 1);
+  auto cache = layer.template make_cache<Storage>(2, 2100, 8);
+  mha::DecoderWorkspace<Scalar> ws;
+  const mha::Matrix<Scalar> prompt = mha::Matrix<Scalar>::Random(2 * 8, 64), token = mha::Matrix<Scalar>::Random(2, 64);
+  mha::Matrix<Scalar> out8(2 * 8, 64), out1(2, 64);
+  // Warm-up: a prefill chunk, a short decode step, and a decode step over more than 1024 keys
+  // (the split-K path), so every buffer has met its largest shape.
+  layer.forward(prompt, cache, ws, out8, threads);
+  layer.forward(token, cache, ws, out1, threads);
+  while (cache.position() < 1100) layer.forward(prompt, cache, ws, out8, threads);
+  layer.forward(token, cache, ws, out1, threads);
+  g_allocations = 0;
+  g_counting = true;
+  for (int step = 0; step < 3; ++step) {
+    layer.forward(prompt, cache, ws, out8, threads);
+    layer.forward(token, cache, ws, out1, threads);
+  }
+  g_counting = false;
+  const long count = g_allocations.load();
+  std::printf("%-44s allocations in 6 calls: %ld\n", name.c_str(), count);
+  if (count != 0) ++g_failures;
+}
+
 int main() {
   if (!hook_counts_allocations()) {
     std::printf("zero-allocation: FAILED (the malloc hook counts nothing)\n");
@@ -156,6 +188,12 @@ int main() {
   }
   check_rope<float>("RoPE rotate-half, cos/sin tables", mha::RopeLayout::rotate_half, 64);
   check_rope<double>("RoPE interleaved, cos/sin on the fly", mha::RopeLayout::interleaved, 0);
+  for (const int threads : {1, 2}) {
+    const std::string t = threads == 1 ? ", 1 thread" : ", 2 threads";
+    check_decoder<float, float>("decoder GQA + ALiBi, f32 cache" + t, 0, threads);
+    check_decoder<float, Eigen::bfloat16>("decoder GQA, bf16 cache" + t, 0, threads);
+    check_decoder<double, Eigen::half>("decoder window 16 ring, f16 cache" + t, 16, threads);
+  }
   std::printf("%s\n", g_failures == 0 ? "zero-allocation: all passed" : "zero-allocation: FAILED");
   return g_failures == 0 ? 0 : 1;
 }

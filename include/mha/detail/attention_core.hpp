@@ -58,8 +58,9 @@ void run_tiled(const AttentionProblem<Scalar, KV>& p, TileSizes tiles, int threa
   threads = threads_for_work(p, threads);
   const TilePlan plan = plan_tiles(p, tiles);
   const Index M = plan.stacked_rows, d = p.head_dim, dv = p.v_dim;
-  pool.reserve_tiles(threads, M, TileScratch<Scalar>::cols(tiles, d, dv));
-  if (!std::is_same<KV, Scalar>::value) pool.reserve(&ThreadScratch<Scalar>::kv, threads, tiles.key_rows, d + dv);
+  // Grow-only: a decoder alternates prefill chunks and decode steps of different shapes.
+  pool.grow_each(&ThreadScratch<Scalar>::tile, threads, M, TileScratch<Scalar>::cols(tiles, d, dv));
+  if (!std::is_same<KV, Scalar>::value) pool.grow_each(&ThreadScratch<Scalar>::kv, threads, tiles.key_rows, d + dv);
   pool.reserve_gemm(threads, M, tiles.key_rows, d);   // Q K^T
   pool.reserve_gemm(threads, M, dv, tiles.key_rows);  // P V
   const Index kv_heads = plan.heads / p.batch;
@@ -76,10 +77,10 @@ void run_tiled(const AttentionProblem<Scalar, KV>& p, TileSizes tiles, int threa
     task.j_end = plan.chunks == 1 ? p.k_len : std::min(p.k_len, task.j_begin + kSplitKeys);
     return task;
   };
-  const Index part_size = M * (dv + 2);  // one task's [M, dv + 2] partial
+  const Index part_size = M * (dv + 2);  // one task's [M, dv + 2] partial, at the start of its row
   if (plan.chunks > 1) {
-    pool.partials().resize(plan.tasks(), part_size);
-    pool.reserve(&ThreadScratch<Scalar>::aux, threads, 2, std::max(dv + 2, d));
+    grow(pool.partials(), plan.tasks(), part_size);
+    pool.grow_each(&ThreadScratch<Scalar>::aux, threads, 2, std::max(dv + 2, d));
   }
   parallel_for(threads, plan.tasks(), [&](Index t, int thread) {
     ThreadScratch<Scalar>& scratch = pool[thread];
@@ -90,7 +91,7 @@ void run_tiled(const AttentionProblem<Scalar, KV>& p, TileSizes tiles, int threa
   // Task t * chunks + c is chunk c of tile task t: merge each tile's chunks in order.
   parallel_for(threads, plan.tasks() / plan.chunks, [&](Index t, int thread) {
     merge_partials(p, task_of(t * plan.chunks), plan.chunks, pool.partials().row(t * plan.chunks).data(),
-                   pool[thread].aux);
+                   pool.partials().cols(), pool[thread].aux);
   });
 }
 

@@ -1,6 +1,7 @@
 #pragma once
 // Per-thread scratch memory of a forward pass, kept by a Workspace and reused across calls.
 
+#include <algorithm>
 #include <memory>
 #include <vector>
 
@@ -9,6 +10,15 @@
 
 namespace mha {
 namespace detail {
+
+/// Makes `m` at least `[rows, cols]`, growing each dimension and never shrinking: once a buffer has
+/// met its largest shape, later calls allocate nothing whatever order their shapes come in (a
+/// decoder alternates prefill chunks and single-token steps). Users index it with its own cols().
+template <class M>
+void grow(M& m, Index rows, Index cols) {
+  if (m.rows() >= rows && m.cols() >= cols) return;
+  m.resize(std::max<Index>(rows, m.rows()), std::max<Index>(cols, m.cols()));
+}
 
 template <class Scalar>
 struct ThreadScratch {
@@ -49,6 +59,12 @@ class ScratchPool {
     for (int t = 0; t < threads; ++t) ((*this)[t].*member).resize(rows, cols);
   }
   void reserve_tiles(int threads, Index rows, Index cols) { reserve(&ThreadScratch<Scalar>::tile, threads, rows, cols); }
+
+  /// Grows buffer `member` of every thread to at least `[rows, cols]` (see grow()).
+  void grow_each(Matrix<Scalar> ThreadScratch<Scalar>::*member, int threads, Index rows, Index cols) {
+    ensure(threads);
+    for (int t = 0; t < threads; ++t) grow((*this)[t].*member, rows, cols);
+  }
 
   /// Split-K partial results shared by all threads `[tasks, M * (dv + 2)]`.
   Matrix<Scalar>& partials() { return m_partials; }

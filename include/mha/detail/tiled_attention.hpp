@@ -195,15 +195,16 @@ void attend_tile(const AttentionProblem<Scalar, KV>& p, const TileTask& task, co
 }
 
 /// Combines the partials of `chunks` consecutive split tasks of one tile, in chunk order, into the
-/// context. `partials` points at chunk 0's `[M, dv + 2]`; `merged` is `[M, dv + 2]` scratch
-/// (needs at least dv + d columns per row for the exact fallback's scaled query).
+/// context. `partials` points at chunk 0's `[M, dv + 2]`, chunk c's is `c * chunk_stride` further;
+/// `merged` is `[>= 2, >= max(dv + 2, d)]` scratch (a row for the sum, one for the exact fallback's
+/// scaled query).
 template <class Scalar, class KV>
 void merge_partials(const AttentionProblem<Scalar, KV>& p, const TileTask& task, Index chunks, const Scalar* partials,
-                    Matrix<Scalar>& merged) {
+                    Index chunk_stride, Matrix<Scalar>& merged) {
   const Index rows = task.i1 - task.i0, dv = p.v_dim, g = p.group_size();
   const Index h_first = task.kv * g, M = std::min(g, p.heads - h_first) * rows;
   const Scalar neg_inf = -std::numeric_limits<Scalar>::infinity();
-  const Index stride = M * (dv + 2);
+  const Index stride = chunk_stride;
   for (Index r = 0; r < M; ++r) {
     Scalar max = neg_inf;
     for (Index c = 0; c < chunks; ++c) max = max_propagate_nan(max, partials[c * stride + r * (dv + 2) + dv]);
