@@ -18,12 +18,18 @@
 #include <type_traits>
 
 #include "attention_problem.hpp"
+#include "convert.hpp"
 #include "gemm.hpp"
 #include "reference_attention.hpp"
 #include "softmax.hpp"
 
 namespace mha {
 namespace detail {
+
+/// Tasks of at most this many stacked rows (a decode step: g heads x a few queries) multiply by
+/// streaming each key and value row once through dot products and axpys instead of packing
+/// the tile for a GEMM, which would copy every key and value byte once more.
+constexpr Index kStreamingRows = 8;
 
 /// Tile sizes. A 64 x 128 score tile (32 KiB in float), the scaled Q tile and the accumulator
 /// stay in L1/L2 while K/V tiles stream past. Measured on a Zen 4 core (E = 512, H = 8, L = 2048,
@@ -144,24 +150,37 @@ void attend_tile(const AttentionProblem<Scalar, KV>& p, const TileTask& task, co
       k_ld = p.k.row_stride;
       v_ld = p.v.row_stride;
     } else {
-      for (Index c = 0; c < width; ++c) {
-        const KV* ks = p.k.row(n, task.kv, j0 + c);
-        const KV* vs = p.v.row(n, task.kv, j0 + c);
-        for (Index e = 0; e < d; ++e) kv_buffer(c, e) = to_scalar<Scalar>(ks[e]);
-        for (Index e = 0; e < dv; ++e) kv_buffer(c, d + e) = to_scalar<Scalar>(vs[e]);
-      }
+      // A cache tile in bf16 / f16 is widened once (vectorised), then read like any other.
+      convert_rows(p.k.row(n, task.kv, j0), p.k.row_stride, width, d, kv_buffer.data(), kv_buffer.cols());
+      convert_rows(p.v.row(n, task.kv, j0), p.v.row_stride, width, dv, kv_buffer.data() + d, kv_buffer.cols());
       k = kv_buffer.data();
       v = kv_buffer.data() + d;
       k_ld = v_ld = kv_buffer.cols();
     }
     Block s = scratch.block(0, 0, M, width);
-    s.setZero();
-    gemm_accumulate<false>(M, width, d, q.data(), ld, k, k_ld, s.data(), ld, Scalar(1), gemm);  // (scale Q) K^T
+    if (M <= kStreamingRows) {
+      // Few rows (decoding): stream each key row once through M dot products, no packing.
+      for (Index c = 0; c < width; ++c) {
+        const Eigen::Map<const RowVector<Scalar>> kc(k + c * k_ld, d);
+        for (Index r = 0; r < M; ++r) s(r, c) = q.row(r).dot(kc);
+      }
+    } else {
+      s.setZero();
+      gemm_accumulate<false>(M, width, d, q.data(), ld, k, k_ld, s.data(), ld, Scalar(1), gemm);  // (scale Q) K^T
+    }
     const bool edge = !contiguous || j0 < inner_lo || j0 + width > inner_hi;
     if (edge || p.has_score_terms())
       for (Index r = 0; r < M; ++r) finish_scores(p, n, h_first + r / rows, i0 + r % rows, j0, width, &s(r, 0));
     fold(s, width, [&] {
-      gemm_accumulate<true>(M, dv, width, s.data(), ld, v, v_ld, acc.data(), ld, Scalar(1), gemm);  // += P V
+      if (M <= kStreamingRows) {  // acc += P V as M axpys per value row, each row read once
+        for (Index c = 0; c < width; ++c) {
+          const Eigen::Map<const RowVector<Scalar>> vc(v + c * v_ld, dv);
+          for (Index r = 0; r < M; ++r)
+            if (s(r, c) != Scalar(0)) acc.row(r) += s(r, c) * vc;
+        }
+      } else {
+        gemm_accumulate<true>(M, dv, width, s.data(), ld, v, v_ld, acc.data(), ld, Scalar(1), gemm);  // += P V
+      }
     });
   }
 
