@@ -66,4 +66,8 @@ inline void gemm_args(benchmark::internal::Benchmark* b) {
 /// says "not built" without LibTorch).
 void add_torch_context();
 
+/// Sets LibTorch's intra-op threads and, unless MHA_BENCH_TORCH_BLAS_THREADS=env, OpenBLAS's to
+/// `threads` (bench_torch.cpp explains why both; defined only with MHA_BENCH_HAVE_TORCH).
+void set_torch_threads(int threads);
+
 }  // namespace mha_bench

@@ -57,11 +57,6 @@ bool match_blas_threads() {
   return !(mode && std::string(mode) == "env");
 }
 
-void set_torch_threads(int threads) {
-  torch::set_num_threads(threads);
-  if (OpenBlas::get().set_threads && match_blas_threads()) OpenBlas::get().set_threads(threads);
-}
-
 struct TorchCase {
   std::array<std::int64_t, 6> args;  // B, L, E, H, causal, threads
   torch::nn::MultiheadAttention layer{nullptr};
@@ -87,7 +82,7 @@ void BM_Torch(benchmark::State& state) {
   static std::unique_ptr<TorchCase> cache;
   const std::array<std::int64_t, 6> args = {state.range(0), state.range(1), state.range(2),
                                             state.range(3), state.range(4), state.range(5)};
-  set_torch_threads(static_cast<int>(args[5]));
+  mha_bench::set_torch_threads(static_cast<int>(args[5]));
   if (at::get_num_threads() != args[5]) {
     state.SkipWithError(("torch runs " + std::to_string(at::get_num_threads()) + " threads, not the " +
                          std::to_string(args[5]) + " asked for")
@@ -118,6 +113,11 @@ void BM_Torch(benchmark::State& state) {
 BENCHMARK(BM_Torch)->Apply(mha_bench::attention_args);
 
 namespace mha_bench {
+void set_torch_threads(int threads) {
+  torch::set_num_threads(threads);
+  if (OpenBlas::get().set_threads && match_blas_threads()) OpenBlas::get().set_threads(threads);
+}
+
 void add_torch_context() {
   benchmark::AddCustomContext("torch_version", TORCH_VERSION);
   benchmark::AddCustomContext("torch_parallel_info", at::get_parallel_info());

@@ -8,6 +8,8 @@
 #   MIN_TIME=0.3        seconds each repetition runs at least (one pass of a big case is longer)
 #   TORCH_BLAS=match    LibTorch's OpenBLAS gets each case's thread count (default);
 #              single   OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1: LibTorch's GEMMs on one thread
+#   DEC_REPS=3          repetitions of the decoder cases (bench_decoder.cpp)
+#   SUITE=all           all | attention (GEMM, BM_MHA*, BM_Torch) | decoder (bench_decoder.cpp)
 #   UPDATE_README=1     also write the tables into bench/README.md (between the results markers)
 #
 # Each family runs in its own process so that its threading environment is its own: mha with
@@ -22,6 +24,8 @@ reps=${REPS:-5}
 big_reps=${BIG_REPS:-3}
 min_time=${MIN_TIME:-0.3}
 torch_blas=${TORCH_BLAS:-match}
+dec_reps=${DEC_REPS:-3}
+suite=${SUITE:-all}
 
 if [[ ! -x $bench ]]; then
   echo "run_benchmarks.sh: no mha_bench at '$bench' (cmake --preset bench && cmake --build --preset bench)" >&2
@@ -64,11 +68,18 @@ run() {
 }
 
 total=$SECONDS
-run gemm "$reps" '^BM_GemmRoofline/'
-run mha_small "$reps" "^BM_MHA(_Reference)?/[0-9]+/$small/"
-run mha_big "$big_reps" "^BM_MHA(_Reference)?/[0-9]+/$big/"
-run torch_small "$reps" "^BM_Torch/[0-9]+/$small/" "${torch_env[@]}"
-run torch_big "$big_reps" "^BM_Torch/[0-9]+/$big/" "${torch_env[@]}"
+if [[ $suite == all || $suite == attention ]]; then
+  run gemm "$reps" '^BM_GemmRoofline/'
+  run mha_small "$reps" "^BM_MHA(_Reference)?/[0-9]+/$small/"
+  run mha_big "$big_reps" "^BM_MHA(_Reference)?/[0-9]+/$big/"
+  run torch_small "$reps" "^BM_Torch/[0-9]+/$small/" "${torch_env[@]}"
+  run torch_big "$big_reps" "^BM_Torch/[0-9]+/$big/" "${torch_env[@]}"
+fi
+if [[ $suite == all || $suite == decoder ]]; then
+  # The copy bandwidth runs first in the mha process, so its decode ratios use the same run's.
+  run decoder "$dec_reps" '^BM_(CopyBandwidth|DecodeAttention|DecodeStep|Prefill)/'
+  run torch_decoder "$dec_reps" '^BM_TorchDecodeStep/' "${torch_env[@]}"
+fi
 echo "== suite took $((SECONDS - total)) s" >&2
 
 memory_check=$(dirname "$bench")/mha_memory_check
@@ -77,7 +88,7 @@ if [[ -x $memory_check ]]; then
 fi
 
 results=()
-for name in gemm mha_small mha_big torch_small torch_big; do
+for name in gemm mha_small mha_big torch_small torch_big decoder torch_decoder; do
   [[ -f $out/$name.json ]] && results+=("$out/$name.json")
 done
 if [[ ${UPDATE_README:-0} == 1 ]]; then

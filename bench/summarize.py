@@ -19,6 +19,12 @@ Per attention family (BM_MHA, BM_MHA_Reference, BM_Torch), one row per
   causal/dense  time with causal = 1 / time with causal = 0, same shape and threads (causal rows)
   2T speedup    time at 1 thread / time at 2 threads, same shape and causal (2-thread rows)
 
+The decoder families (bench_decoder.cpp) get tables of their own: BM_CopyBandwidth (GB/s of a
+256 MiB memcpy, read + written), BM_DecodeAttention (GB/s of K and V read, % of the copy bandwidth
+at the same thread count, speed-up of a bf16/f16 cache over f32), BM_DecodeStep next to
+BM_TorchDecodeStep (tokens/s, x torch), BM_Prefill (GQA GF/s against MHA GF/s), and a list of the
+issue-8 targets with met / missed.
+
 Plain python3, no third-party modules.
 """
 
@@ -73,6 +79,7 @@ def load(paths):
                 if agg == "median":
                     entry["ms"] = to_ms(b["real_time"], b["time_unit"])
                     entry["gflops"] = b.get("GFLOPS")
+                    entry["raw"] = b  # its counters (GBps, tokps, ...): medians too
                 elif agg == "cv":
                     entry["cv"] = b["real_time"]  # a fraction (aggregate_unit "percentage")
             else:
@@ -80,9 +87,10 @@ def load(paths):
         for key, runs in singles.items():
             if key in results:
                 continue
-            times = sorted(to_ms(r["real_time"], r["time_unit"]) for r in runs)
-            rates = sorted(r.get("GFLOPS", 0.0) for r in runs)
-            results[key] = {"ms": times[len(times) // 2], "gflops": rates[len(rates) // 2], "cv": None}
+            runs = sorted(runs, key=lambda r: to_ms(r["real_time"], r["time_unit"]))
+            mid = runs[len(runs) // 2]
+            results[key] = {"ms": to_ms(mid["real_time"], mid["time_unit"]), "gflops": mid.get("GFLOPS"), "cv": None,
+                            "raw": mid}
     if loads:
         context["load_avg"] = "; ".join(loads) + " (1-minute load average when each run started)"
     return results, context
@@ -145,6 +153,110 @@ def roofline_table(results):
     return "\n".join(lines)
 
 
+STORAGE = {0: "f32", 1: "bf16", 2: "f16"}
+
+
+def counter(entry, name):
+    return None if entry is None else entry.get("raw", {}).get(name)
+
+
+def decoder_tables(results):
+    """The tables of bench_decoder.cpp's families and the issue-8 target lines, or []."""
+    def get(family, *args):
+        return results.get((family, tuple(args)))
+
+    def keys(family, n):
+        return sorted(k[1] for k in results if k[0] == family and len(k[1]) == n)
+
+    def cv(r):
+        return fmt(None if r["cv"] is None else 100 * r["cv"], ".1f", "%")
+
+    sections, targets = [], []
+    copy = {}
+    rows = []
+    for (threads,) in keys("BM_CopyBandwidth", 1):
+        r = get("BM_CopyBandwidth", threads)
+        copy[threads] = counter(r, "GBps")
+        rows.append(f"| {threads} | {fmt(r['ms'], '.1f')} | {fmt(copy[threads], '.1f')} | {cv(r)} |")
+    if rows:
+        sections.append("### BM_CopyBandwidth: memcpy of 256 MiB, (bytes read + written) / time\n\n"
+                        "| threads | ms | GB/s | cv |\n|---:|---:|---:|---:|\n" + "\n".join(rows))
+
+    rows = []
+    for S, storage, threads in keys("BM_DecodeAttention", 3):
+        r = get("BM_DecodeAttention", S, storage, threads)
+        gbps = counter(r, "GBps")
+        of_copy = ratio(gbps, copy.get(threads))
+        f32 = get("BM_DecodeAttention", S, 0, threads)
+        one = get("BM_DecodeAttention", S, storage, 1)
+        rows.append("| " + " | ".join([
+            str(S), STORAGE.get(storage, str(storage)), str(threads), fmt(1000 * r["ms"], ".0f"), fmt(gbps, ".1f"),
+            fmt(None if of_copy is None else 100 * of_copy, ".0f", "%"),
+            fmt(None if counter(r, "of_copy") is None else 100 * counter(r, "of_copy"), ".0f", "%"),
+            fmt(ratio(f32["ms"] if f32 else None, r["ms"]), ".2f") if storage else "",
+            fmt(ratio(one["ms"] if one else None, r["ms"]), ".2f") if threads > 1 else "", cv(r)]) + " |")
+        if S == 4096:
+            targets.append((f"decode attention S=4096 {STORAGE.get(storage)} {threads}T reads K+V at >= 70% of copy",
+                            of_copy is not None and of_copy >= 0.7, fmt(None if of_copy is None else 100 * of_copy, ".0f", "%")))
+            if storage == 1:
+                x = ratio(f32["ms"] if f32 else None, r["ms"])
+                targets.append((f"bf16 cache about 2x faster than f32 (S=4096, {threads}T)", x is not None and x >= 1.8,
+                                fmt(x, ".2f", "x")))
+    if rows:
+        sections.append(
+            "### BM_DecodeAttention: one token against S cached keys, H = 32, Hkv = 8, d = 128 (attention core only)\n\n"
+            "GB/s counts the K and V bytes read once; % copy is that over BM_CopyBandwidth at the same thread count "
+            "(table above), in-run % the same against the copy bandwidth the process measured before the case.\n\n"
+            "| S | cache | threads | us | GB/s K+V | % copy | in-run % | x f32 | 2T speedup | cv |\n"
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n" + "\n".join(rows))
+
+    rows = []
+    for S, storage, threads in keys("BM_DecodeStep", 3):
+        r = get("BM_DecodeStep", S, storage, threads)
+        torch = get("BM_TorchDecodeStep", S, 0, threads)
+        x = ratio(torch["ms"] if torch else None, r["ms"])
+        one = get("BM_DecodeStep", S, storage, 1)
+        rows.append("| " + " | ".join([
+            str(S), STORAGE.get(storage, str(storage)), str(threads), fmt(r["ms"], ".2f"), fmt(counter(r, "tokps"), ".1f"),
+            fmt(counter(r, "GBps"), ".1f"), fmt(x, ".2f"),
+            fmt(ratio(one["ms"] if one else None, r["ms"]), ".2f") if threads > 1 else "", cv(r)]) + " |")
+        if storage == 0 and torch:
+            targets.append((f"decode step S={S} f32 {threads}T >= 1.5x LibTorch eager", x is not None and x >= 1.5,
+                            fmt(x, ".2f", "x")))
+    for S, storage, threads in keys("BM_TorchDecodeStep", 3):
+        r = get("BM_TorchDecodeStep", S, storage, threads)
+        rows.append("| " + " | ".join([
+            str(S), "torch f32", str(threads), fmt(r["ms"], ".2f"), fmt(counter(r, "tokps"), ".1f"),
+            fmt(counter(r, "GBps"), ".1f"), "", "", cv(r)]) + " |")
+    if rows:
+        sections.append(
+            "### BM_DecodeStep / BM_TorchDecodeStep: one token through the layer, E = 4096, H = 32, Hkv = 8, d = 128, "
+            "S keys attended\n\nGB/s counts the four f32 weights (160 MiB) and the K, V read once; x torch is "
+            "BM_TorchDecodeStep's time (f32 cache, same S and threads) over this time.\n\n"
+            "| S | cache | threads | ms | tok/s | GB/s | x torch | 2T speedup | cv |\n"
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|\n" + "\n".join(rows))
+
+    rows = []
+    for L, threads in sorted({(k[0], k[2]) for k in keys("BM_Prefill", 3)}):
+        gqa, mha = get("BM_Prefill", L, 1, threads), get("BM_Prefill", L, 0, threads)
+        x = ratio(gqa["gflops"] if gqa else None, mha["gflops"] if mha else None)
+        rows.append("| " + " | ".join([
+            str(L), str(threads), fmt(gqa and gqa["ms"], ".0f"), fmt(gqa and gqa["gflops"], ".1f"),
+            fmt(mha and mha["ms"], ".0f"), fmt(mha and mha["gflops"], ".1f"), fmt(x, ".2f")]) + " |")
+        targets.append((f"prefill L={L} {threads}T: GQA GF/s within 10% of MHA", x is not None and x >= 0.9,
+                        fmt(x, ".2f", "x")))
+    if rows:
+        sections.append(
+            "### BM_Prefill: causal attention core, L = S, H = 32, d = 64; GQA Hkv = 8 against MHA Hkv = 32\n\n"
+            "FLOPs: 4 (L^2 / 2) H d (causal half of Q K^T and P V).\n\n"
+            "| L | threads | GQA ms | GQA GF/s | MHA ms | MHA GF/s | GQA / MHA |\n"
+            "|---:|---:|---:|---:|---:|---:|---:|\n" + "\n".join(rows))
+    if targets:
+        sections.append("### Issue 8 performance targets\n\n" + "\n".join(
+            f"- {'met' if ok else 'MISSED'}: {what} ({value})" for what, ok, value in targets))
+    return sections
+
+
 def context_lines(context):
     keys = ["date", "host_name", "num_cpus", "mhz_per_cpu", "load_avg", "eigen_version", "eigen_simd",
             "mha_openmp", "torch_version", "torch_blas", "torch_blas_threads"]
@@ -173,6 +285,7 @@ def summarize(paths):
     table = roofline_table(results)
     if table:
         sections.append(f"### {ROOFLINE}: Eigen GEMM of the in-projection shape\n\n{table}")
+    sections += decoder_tables(results)
     return "\n\n".join(sections) + "\n"
 
 
