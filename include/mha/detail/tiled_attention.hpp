@@ -144,12 +144,14 @@ void attend_tile(const AttentionProblem<Scalar, KV>& p, const TileTask& task, co
     const Scalar* k = nullptr;  // [width, d], rows k_ld apart
     const Scalar* v = nullptr;  // [width, dv], rows v_ld apart
     Index k_ld = 0, v_ld = 0;
-    if constexpr (std::is_same<KV, Scalar>::value) {
+    const bool streaming = M <= kStreamingRows;
+    constexpr bool same = std::is_same<KV, Scalar>::value;
+    if constexpr (same) {
       k = p.k.row(n, task.kv, j0);
       v = p.v.row(n, task.kv, j0);
       k_ld = p.k.row_stride;
       v_ld = p.v.row_stride;
-    } else {
+    } else if (!streaming) {
       // A cache tile in bf16 / f16 is widened once (vectorised), then read like any other.
       convert_rows(p.k.row(n, task.kv, j0), p.k.row_stride, width, d, kv_buffer.data(), kv_buffer.cols());
       convert_rows(p.v.row(n, task.kv, j0), p.v.row_stride, width, dv, kv_buffer.data() + d, kv_buffer.cols());
@@ -157,11 +159,22 @@ void attend_tile(const AttentionProblem<Scalar, KV>& p, const TileTask& task, co
       v = kv_buffer.data() + d;
       k_ld = v_ld = kv_buffer.cols();
     }
+    // Key / value row c as Scalar: in place, or widened into row 0 of kv_buffer (stays in L1).
+    auto key_row = [&](Index c) -> const Scalar* {
+      if constexpr (same) return k + c * k_ld;
+      convert_span(p.k.row(n, task.kv, j0 + c), d, kv_buffer.data());
+      return kv_buffer.data();
+    };
+    auto value_row = [&](Index c) -> const Scalar* {
+      if constexpr (same) return v + c * v_ld;
+      convert_span(p.v.row(n, task.kv, j0 + c), dv, kv_buffer.data() + d);
+      return kv_buffer.data() + d;
+    };
     Block s = scratch.block(0, 0, M, width);
-    if (M <= kStreamingRows) {
+    if (streaming) {
       // Few rows (decoding): stream each key row once through M dot products, no packing.
       for (Index c = 0; c < width; ++c) {
-        const Eigen::Map<const RowVector<Scalar>> kc(k + c * k_ld, d);
+        const Eigen::Map<const RowVector<Scalar>> kc(key_row(c), d);
         for (Index r = 0; r < M; ++r) s(r, c) = q.row(r).dot(kc);
       }
     } else {
@@ -172,9 +185,12 @@ void attend_tile(const AttentionProblem<Scalar, KV>& p, const TileTask& task, co
     if (edge || p.has_score_terms())
       for (Index r = 0; r < M; ++r) finish_scores(p, n, h_first + r / rows, i0 + r % rows, j0, width, &s(r, 0));
     fold(s, width, [&] {
-      if (M <= kStreamingRows) {  // acc += P V as M axpys per value row, each row read once
+      if (streaming) {  // acc += P V as M axpys per value row, each row read once
         for (Index c = 0; c < width; ++c) {
-          const Eigen::Map<const RowVector<Scalar>> vc(v + c * v_ld, dv);
+          bool used = false;  // a key of weight 0 in every row is never read
+          for (Index r = 0; r < M; ++r) used = used || s(r, c) != Scalar(0);
+          if (!used) continue;
+          const Eigen::Map<const RowVector<Scalar>> vc(value_row(c), dv);
           for (Index r = 0; r < M; ++r)
             if (s(r, c) != Scalar(0)) acc.row(r) += s(r, c) * vc;
         }
