@@ -119,6 +119,12 @@ Index packed_b_size(Index k, Index n) {
   return round_up(n, GemmBlocking<Scalar>::NR) * k;
 }
 
+// PacketBlock<Packet, N> with an AVX / AVX-512 Packet (a vector type with attributes) trips GCC's
+// -Wignored-attributes, as inside Eigen, which silences it the same way.
+#if defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wignored-attributes"
+#endif
 /// Packs one full row panel: MR rows of A (row stride lda), columns [0, k), into `dst` (k * MR
 /// Scalars). When a packet holds at least MR values, PS columns at a time go through a register
 /// transpose (MR row packets, zero-padded to PS, become PS column packets) instead of k * MR
@@ -155,6 +161,26 @@ void pack_a_panel(Index k, const Scalar* a, Index lda, Scalar* dst) {
     for (Index p = p0; p < k; ++p) dst[p * MR + i] = src[p];
   }
 }
+/// PS rows of W (row stride ldw), columns [0, k), transposed into PS columns of a B panel: W's
+/// element (r, p) goes to `dst[p * NR + r]`.
+template <class Scalar>
+void pack_transposed_strip(Index k, const Scalar* w, Index ldw, Scalar* dst) {
+  using Blocking = GemmBlocking<Scalar>;
+  using Packet = typename Blocking::Packet;
+  constexpr int NR = Blocking::NR, PS = Blocking::PacketSize;
+  Index p0 = 0;
+  for (; p0 + PS <= k; p0 += PS) {
+    Eigen::internal::PacketBlock<Packet, PS> block;
+    for (int r = 0; r < PS; ++r) block.packet[r] = Eigen::internal::ploadu<Packet>(w + r * ldw + p0);
+    Eigen::internal::ptranspose(block);
+    for (int c = 0; c < PS; ++c) Eigen::internal::pstoreu(dst + (p0 + c) * NR, block.packet[c]);
+  }
+  for (int r = 0; r < PS; ++r)
+    for (Index p = p0; p < k; ++p) dst[p * NR + r] = w[r * ldw + p];
+}
+#if defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
 
 /// Packs row-major A `[m, k]` (row stride lda) into `out` (packed_a_size(m, k) Scalars) with
 /// panel stride `k * MR`, and returns the view of it.
@@ -203,14 +229,22 @@ PackedB<Scalar> pack_b(Index k, Index n, const Src* b, Index ldb, Scalar* out) {
 
 /// Packs B = W^T, with W row-major `[n, k]` (row stride ldw): a weight `[out, in]` as the right
 /// operand of `x W^T`, or the keys `[S, d]` as K^T. Same output as pack_b of the transpose; W's
-/// elements may be of a storage type (pack_convert).
+/// elements may be of a storage type (pack_convert). A full panel of W's own Scalar goes PS rows
+/// by PS columns at a time through a register transpose (one contiguous packet per step of k).
 template <class Scalar, class Src>
 PackedB<Scalar> pack_b_transposed(Index k, Index n, const Src* w, Index ldw, Scalar* out) {
-  constexpr int NR = GemmBlocking<Scalar>::NR;
+  using Blocking = GemmBlocking<Scalar>;
+  constexpr int NR = Blocking::NR, PS = Blocking::PacketSize;
   const Index panel_stride = k * NR;
   for (Index j0 = 0; j0 < n; j0 += NR) {
     Scalar* dst = out + (j0 / NR) * panel_stride;
     const Index cols = std::min<Index>(NR, n - j0);
+    if constexpr (PS > 1 && std::is_same<Src, Scalar>::value) {
+      if (cols == NR) {
+        for (Index jb = 0; jb < NR; jb += PS) pack_transposed_strip(k, w + (j0 + jb) * ldw, ldw, dst + jb);
+        continue;
+      }
+    }
     // Row of W by row of W: contiguous reads, writes with stride NR within one panel.
     for (Index j = 0; j < cols; ++j) {
       const Src* src = w + (j0 + j) * ldw;
