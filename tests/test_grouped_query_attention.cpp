@@ -4,6 +4,7 @@
 // band mask, a bf16/f16 cache stays within its rounding, and results do not depend on threads.
 
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include <mha/grouped_query_attention.hpp>
@@ -301,6 +302,31 @@ TEMPLATE_TEST_CASE("A bf16 or f16 cache stays within its rounding of the full-pr
   REQUIRE(e_f16 < 3e-3);    // 11-bit mantissa
   REQUIRE(e_bf16 > 1e-5);   // the cache really stores bf16
   REQUIRE(e_f16 < e_bf16);
+}
+
+TEMPLATE_TEST_CASE("A bf16 or f16 cache converts alike on packed panels (prefill) and in place (decode)",
+                   "[gqa][cache_dtype]", float, double) {
+  // A prefill of 40 tokens stacks 2 heads x 32 queries per task, enough for the packed path,
+  // which converts the cache while packing K^T and V; a one-token step reads the cache directly.
+  // The last row must agree to rounding: a wrong conversion on either path is far off.
+  using S = TestType;
+  std::mt19937 rng(31);
+  GroupedQueryAttentionOptions o(32, 4, 2);
+  o.rope = mha::RopeOptions{};
+  GroupedQueryAttention<S> layer(o, 5);
+  const Index T = 40;
+  const Mat<S> x = mha_test::random_matrix<S>(rng, T, 32);
+  auto check = [&](auto whole_cache, auto step_cache) {
+    const Mat<S> whole = layer.forward(x, whole_cache);
+    layer.forward(x.topRows(T - 1), step_cache);
+    const Mat<S> last = layer.forward(x.row(T - 1), step_cache);
+    const double scale = last.cwiseAbs().maxCoeff();
+    const double error = (whole.row(T - 1) - last).cwiseAbs().maxCoeff() / scale;
+    INFO("relative difference " << error);
+    REQUIRE(error < (std::is_same<S, float>::value ? 1e-5 : 1e-12));
+  };
+  check(layer.template make_cache<Eigen::bfloat16>(1, T), layer.template make_cache<Eigen::bfloat16>(1, T));
+  check(layer.template make_cache<Eigen::half>(1, T), layer.template make_cache<Eigen::half>(1, T));
 }
 
 TEST_CASE("GroupedQueryAttention rejects bad options, inputs and caches with clear errors", "[gqa][errors]") {

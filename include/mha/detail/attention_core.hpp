@@ -19,6 +19,13 @@ namespace detail {
 /// result) depend on the shapes only, never on the thread count.
 constexpr Index kSplitKeys = 512;
 
+/// Stacked query rows from which a task's products run on packed panels (PackedOperands). Packing
+/// all of a head's K^T and V costs about as much as one 32-row query tile's products with them:
+/// run_tiled alone, 8 heads, d = 64, S = 1000, one thread, us per call, direct / packed:
+/// L = 1: 167 / 263, 16: 614 / 628, 32: 1113 / 1313, 64: 2167 / 2074, 128: 4452 / 3925. Below
+/// it (decoding: g heads x a few new tokens) the direct path reads K and V where they lie.
+constexpr Index kPackedMinRows = 48;
+
 /// Starting a thread team costs microseconds: below ~1 MFLOP of attention one thread is faster.
 template <class Scalar, class KV>
 int threads_for_work(const AttentionProblem<Scalar, KV>& p, int threads) {
@@ -33,6 +40,7 @@ struct TilePlan {
   Index heads = 0;          // (batch entry, kv head) pairs
   Index chunks = 1;         // key chunks (split-K) per tile
   Index stacked_rows = 0;   // M: rows of the largest task
+  bool packed = false;      // products on packed K^T / V panels (PackedOperands)
 
   Index tasks() const { return tile_count * heads * chunks; }
 };
@@ -47,6 +55,7 @@ TilePlan plan_tiles(const AttentionProblem<Scalar, KV>& p, const TileSizes& tile
   plan.stacked_rows = std::min(g, p.heads) * plan.rows_per_tile;
   // A few query rows against many keys (decoding): split the keys so that threads share them.
   if (p.q_len * g <= 32 && p.k_len >= 2 * kSplitKeys) plan.chunks = (p.k_len + kSplitKeys - 1) / kSplitKeys;
+  plan.packed = plan.chunks == 1 && plan.stacked_rows >= kPackedMinRows && p.k_len > 0;
   return plan;
 }
 
@@ -60,10 +69,29 @@ void run_tiled(const AttentionProblem<Scalar, KV>& p, TileSizes tiles, int threa
   const Index M = plan.stacked_rows, d = p.head_dim, dv = p.v_dim;
   // Grow-only: a decoder alternates prefill chunks and decode steps of different shapes.
   pool.grow_each(&ThreadScratch<Scalar>::tile, threads, M, TileScratch<Scalar>::cols(tiles, d, dv));
-  if (!std::is_same<KV, Scalar>::value) pool.grow_each(&ThreadScratch<Scalar>::kv, threads, tiles.key_rows, d + dv);
-  pool.reserve_gemm(threads, M, tiles.key_rows, d);   // Q K^T
-  pool.reserve_gemm(threads, M, dv, tiles.key_rows);  // P V
   const Index kv_heads = plan.heads / p.batch;
+  // Packed path: every (batch entry, kv head)'s K^T [d, S] and V [S, dv], packed once here (as
+  // much memory as K and V; MultiHeadAttention bounds it with head groups) and read by every
+  // query tile of the head. Both sizes are multiples of NR, so every block stays aligned. One
+  // thread packs: packing is ~1% of the kernel's time, and a team of its own would add a barrier,
+  // which on a loaded machine costs a scheduler time slice (2 threads, (1, 512, 512, 8), 2 busy
+  // cores: forward medians 40 ms with a parallel pack, 32 ms with this one).
+  const Index kt_size = packed_b_size<Scalar>(d, p.k_len), v_size = packed_b_size<Scalar>(p.k_len, dv);
+  Scalar* packed_kv = nullptr;  // [pairs][packed K^T, packed V]
+  if (plan.packed) {
+    packed_kv = pool.packed_kv(plan.heads * (kt_size + v_size));
+    pool.reserve_packed(threads, packed_a_size<Scalar>(M, d + tiles.key_rows));
+    parallel_for(1, plan.heads, [&](Index pair, int) {
+      Scalar* dst = packed_kv + pair * (kt_size + v_size);
+      const Index n = pair / kv_heads, kv = pair % kv_heads;
+      pack_b_transposed(d, p.k_len, p.k.row(n, kv, 0), p.k.row_stride, dst);
+      pack_b(p.k_len, dv, p.v.row(n, kv, 0), p.v.row_stride, dst + kt_size);
+    });
+  } else {
+    if (!std::is_same<KV, Scalar>::value) pool.grow_each(&ThreadScratch<Scalar>::kv, threads, tiles.key_rows, d + dv);
+    pool.reserve_gemm(threads, M, tiles.key_rows, d);   // Q K^T
+    pool.reserve_gemm(threads, M, dv, tiles.key_rows);  // P V
+  }
   const Index per_tile = plan.heads * plan.chunks;
   auto task_of = [&](Index t) {
     TileTask task;
@@ -85,7 +113,17 @@ void run_tiled(const AttentionProblem<Scalar, KV>& p, TileSizes tiles, int threa
   parallel_for(threads, plan.tasks(), [&](Index t, int thread) {
     ThreadScratch<Scalar>& scratch = pool[thread];
     Scalar* partial = plan.chunks > 1 ? pool.partials().row(t).data() : nullptr;
-    attend_tile(p, task_of(t), tiles, scratch.tile, scratch.kv, scratch.gemm, partial);
+    const TileTask task = task_of(t);
+    if (!plan.packed) {
+      attend_tile(p, task, tiles, scratch.tile, scratch.kv, scratch.gemm, static_cast<const PackedOperands<Scalar>*>(nullptr), partial);
+      return;
+    }
+    constexpr int NR = GemmBlocking<Scalar>::NR;
+    const Scalar* head = packed_kv + (task.n * kv_heads + task.kv) * (kt_size + v_size);
+    const PackedOperands<Scalar> operands{PackedB<Scalar>{head, d * NR, 0, p.k_len, d},
+                                          PackedB<Scalar>{head + kt_size, p.k_len * NR, 0, dv, p.k_len},
+                                          scratch.packed.data()};
+    attend_tile(p, task, tiles, scratch.tile, scratch.kv, scratch.gemm, &operands, partial);
   });
   if (plan.chunks == 1) return;
   // Task t * chunks + c is chunk c of tile task t: merge each tile's chunks in order.

@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include <Eigen/Core>
 
@@ -51,6 +52,16 @@ struct GemmBlocking {
 };
 
 inline Index round_up(Index x, Index to) { return (x + to - 1) / to * to; }
+
+/// `Scalar(x)` for a source element that may be a storage type such as Eigen::half or
+/// Eigen::bfloat16 (KV caches), which convert through float: packing converts as it copies.
+template <class Scalar, class Src>
+EIGEN_ALWAYS_INLINE Scalar pack_convert(const Src& x) {
+  if constexpr (std::is_same<Src, Scalar>::value || std::is_floating_point<Src>::value)
+    return static_cast<Scalar>(x);
+  else
+    return static_cast<Scalar>(static_cast<float>(x));
+}
 
 /// A packed A `[rows, depth]` (layout at the top of this file). `data` points at depth 0 of
 /// panel 0; `panel_stride` is the distance between row panels, in Scalars.
@@ -108,6 +119,69 @@ Index packed_b_size(Index k, Index n) {
   return round_up(n, GemmBlocking<Scalar>::NR) * k;
 }
 
+// PacketBlock<Packet, N> with an AVX / AVX-512 Packet (a vector type with attributes) trips GCC's
+// -Wignored-attributes, as inside Eigen, which silences it the same way.
+#if defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wignored-attributes"
+#endif
+/// Packs one full row panel: MR rows of A (row stride lda), columns [0, k), into `dst` (k * MR
+/// Scalars). When a packet holds at least MR values, PS columns at a time go through a register
+/// transpose (MR row packets, zero-padded to PS, become PS column packets) instead of k * MR
+/// scalar stores with stride MR. Column c's packet is stored at c * MR, spilling PS - MR values
+/// into the next columns, whose own stores follow and overwrite them; the last columns of a block,
+/// whose spill would leave it, go through a local buffer, so nothing is written past the panel.
+template <class Scalar>
+void pack_a_panel(Index k, const Scalar* a, Index lda, Scalar* dst) {
+  using Blocking = GemmBlocking<Scalar>;
+  using Packet = typename Blocking::Packet;
+  constexpr int MR = Blocking::MR, PS = Blocking::PacketSize;
+  Index p0 = 0;
+  if constexpr (PS >= MR) {
+    using Eigen::internal::ploadu;
+    using Eigen::internal::pset1;
+    using Eigen::internal::pstore;
+    using Eigen::internal::pstoreu;
+    for (; p0 + PS <= k; p0 += PS) {
+      Eigen::internal::PacketBlock<Packet, PS> block;
+      for (int i = 0; i < MR; ++i) block.packet[i] = ploadu<Packet>(a + i * lda + p0);
+      for (int i = MR; i < PS; ++i) block.packet[i] = pset1<Packet>(Scalar(0));
+      Eigen::internal::ptranspose(block);
+      int c = 0;
+      for (; c * MR + PS <= PS * MR; ++c) pstoreu(dst + (p0 + c) * MR, block.packet[c]);
+      for (; c < PS; ++c) {  // packets that would spill past the block
+        alignas(64) Scalar column[PS];
+        pstore(column, block.packet[c]);
+        std::copy(column, column + MR, dst + (p0 + c) * MR);
+      }
+    }
+  }
+  for (Index i = 0; i < MR; ++i) {
+    const Scalar* src = a + i * lda;
+    for (Index p = p0; p < k; ++p) dst[p * MR + i] = src[p];
+  }
+}
+/// PS rows of W (row stride ldw), columns [0, k), transposed into PS columns of a B panel: W's
+/// element (r, p) goes to `dst[p * NR + r]`.
+template <class Scalar>
+void pack_transposed_strip(Index k, const Scalar* w, Index ldw, Scalar* dst) {
+  using Blocking = GemmBlocking<Scalar>;
+  using Packet = typename Blocking::Packet;
+  constexpr int NR = Blocking::NR, PS = Blocking::PacketSize;
+  Index p0 = 0;
+  for (; p0 + PS <= k; p0 += PS) {
+    Eigen::internal::PacketBlock<Packet, PS> block;
+    for (int r = 0; r < PS; ++r) block.packet[r] = Eigen::internal::ploadu<Packet>(w + r * ldw + p0);
+    Eigen::internal::ptranspose(block);
+    for (int c = 0; c < PS; ++c) Eigen::internal::pstoreu(dst + (p0 + c) * NR, block.packet[c]);
+  }
+  for (int r = 0; r < PS; ++r)
+    for (Index p = p0; p < k; ++p) dst[p * NR + r] = w[r * ldw + p];
+}
+#if defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
+
 /// Packs row-major A `[m, k]` (row stride lda) into `out` (packed_a_size(m, k) Scalars) with
 /// panel stride `k * MR`, and returns the view of it.
 template <class Scalar>
@@ -117,7 +191,12 @@ PackedA<Scalar> pack_a(Index m, Index k, const Scalar* a, Index lda, Scalar* out
   for (Index i0 = 0; i0 < m; i0 += MR) {
     Scalar* dst = out + (i0 / MR) * panel_stride;
     const Index rows = std::min<Index>(MR, m - i0);
-    // Row by row: each source row is read contiguously; the writes interleave MR rows.
+    if (rows == MR) {
+      pack_a_panel(k, a + i0 * lda, lda, dst);
+      continue;
+    }
+    // The last, partial panel, row by row: each source row is read contiguously; the writes
+    // interleave MR rows; rows past the edge are zero.
     for (Index i = 0; i < rows; ++i) {
       const Scalar* src = a + (i0 + i) * lda;
       for (Index p = 0; p < k; ++p) dst[p * MR + i] = src[p];
@@ -129,19 +208,19 @@ PackedA<Scalar> pack_a(Index m, Index k, const Scalar* a, Index lda, Scalar* out
 }
 
 /// Packs row-major B `[k, n]` (row stride ldb) into `out` (packed_b_size(k, n) Scalars) with
-/// panel stride `k * NR`.
-template <class Scalar>
-PackedB<Scalar> pack_b(Index k, Index n, const Scalar* b, Index ldb, Scalar* out) {
+/// panel stride `k * NR`; B's elements may be of a storage type (pack_convert).
+template <class Scalar, class Src>
+PackedB<Scalar> pack_b(Index k, Index n, const Src* b, Index ldb, Scalar* out) {
   constexpr int NR = GemmBlocking<Scalar>::NR;
   const Index panel_stride = k * NR;
   for (Index j0 = 0; j0 < n; j0 += NR) {
     Scalar* dst = out + (j0 / NR) * panel_stride;
     const Index cols = std::min<Index>(NR, n - j0);
     for (Index p = 0; p < k; ++p) {
-      const Scalar* src = b + p * ldb + j0;
+      const Src* src = b + p * ldb + j0;
       Scalar* row = dst + p * NR;
       Index j = 0;
-      for (; j < cols; ++j) row[j] = src[j];
+      for (; j < cols; ++j) row[j] = pack_convert<Scalar>(src[j]);
       for (; j < NR; ++j) row[j] = Scalar(0);
     }
   }
@@ -149,18 +228,27 @@ PackedB<Scalar> pack_b(Index k, Index n, const Scalar* b, Index ldb, Scalar* out
 }
 
 /// Packs B = W^T, with W row-major `[n, k]` (row stride ldw): a weight `[out, in]` as the right
-/// operand of `x W^T`, or the keys `[S, d]` as K^T. Same output as pack_b of the transpose.
-template <class Scalar>
-PackedB<Scalar> pack_b_transposed(Index k, Index n, const Scalar* w, Index ldw, Scalar* out) {
-  constexpr int NR = GemmBlocking<Scalar>::NR;
+/// operand of `x W^T`, or the keys `[S, d]` as K^T. Same output as pack_b of the transpose; W's
+/// elements may be of a storage type (pack_convert). A full panel of W's own Scalar goes PS rows
+/// by PS columns at a time through a register transpose (one contiguous packet per step of k).
+template <class Scalar, class Src>
+PackedB<Scalar> pack_b_transposed(Index k, Index n, const Src* w, Index ldw, Scalar* out) {
+  using Blocking = GemmBlocking<Scalar>;
+  constexpr int NR = Blocking::NR, PS = Blocking::PacketSize;
   const Index panel_stride = k * NR;
   for (Index j0 = 0; j0 < n; j0 += NR) {
     Scalar* dst = out + (j0 / NR) * panel_stride;
     const Index cols = std::min<Index>(NR, n - j0);
+    if constexpr (PS > 1 && std::is_same<Src, Scalar>::value) {
+      if (cols == NR) {
+        for (Index jb = 0; jb < NR; jb += PS) pack_transposed_strip(k, w + (j0 + jb) * ldw, ldw, dst + jb);
+        continue;
+      }
+    }
     // Row of W by row of W: contiguous reads, writes with stride NR within one panel.
     for (Index j = 0; j < cols; ++j) {
-      const Scalar* src = w + (j0 + j) * ldw;
-      for (Index p = 0; p < k; ++p) dst[p * NR + j] = src[p];
+      const Src* src = w + (j0 + j) * ldw;
+      for (Index p = 0; p < k; ++p) dst[p * NR + j] = pack_convert<Scalar>(src[p]);
     }
     for (Index j = cols; j < NR; ++j)
       for (Index p = 0; p < k; ++p) dst[p * NR + j] = Scalar(0);

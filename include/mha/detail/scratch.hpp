@@ -25,6 +25,7 @@ struct ThreadScratch {
   Matrix<Scalar> tile;        // the tiled kernel's buffers, or the reference path's [L, S'] scores
   Matrix<Scalar> aux;         // the reference path's scaled queries [L, d]; a split merge's [2, max(dv + 2, d)]
   Matrix<Scalar> kv;          // a key/value tile converted from the cache's storage [Bk, d + dv]
+  Eigen::Matrix<Scalar, Eigen::Dynamic, 1> packed;  // the tiled kernel's packed Q and P tiles [round_up(M, MR) (d + Bk)]
   GemmBuffers<Scalar> gemm;   // packing buffers of this thread's products
   PackBuffers<Scalar> pack;   // the micro-kernel GEMM's packed A / B blocks (projections)
 };
@@ -58,6 +59,12 @@ class ScratchPool {
     ensure(threads);
     for (int t = 0; t < threads; ++t) ((*this)[t].*member).resize(rows, cols);
   }
+  /// Grows ThreadScratch::packed of threads [0, threads) to at least `size` Scalars.
+  void reserve_packed(int threads, Index size) {
+    ensure(threads);
+    for (int t = 0; t < threads; ++t)
+      if ((*this)[t].packed.size() < size) (*this)[t].packed.resize(size);
+  }
   void reserve_tiles(int threads, Index rows, Index cols) { reserve(&ThreadScratch<Scalar>::tile, threads, rows, cols); }
 
   /// Grows buffer `member` of every thread to at least `[rows, cols]` (see grow()).
@@ -69,10 +76,18 @@ class ScratchPool {
   /// Split-K partial results shared by all threads `[tasks, M * (dv + 2)]`.
   Matrix<Scalar>& partials() { return m_partials; }
 
+  /// The packed K^T and V panels of every (batch entry, kv head) of one attention call, shared by
+  /// all threads: at least `size` Scalars, grow-only, aligned for the micro-kernel's B loads.
+  Scalar* packed_kv(Index size) {
+    if (m_packed_kv.size() < size) m_packed_kv.resize(size);
+    return m_packed_kv.data();
+  }
+
  private:
   // unique_ptr: GemmBuffers hands out pointers to its own storage and must not move.
   std::vector<std::unique_ptr<ThreadScratch<Scalar>>> m_threads;
   Matrix<Scalar> m_partials;
+  Eigen::Matrix<Scalar, Eigen::Dynamic, 1> m_packed_kv;  // [pairs * (packed K^T + packed V)]
 };
 
 }  // namespace detail

@@ -8,6 +8,13 @@
 // row's causal / window range are never touched; only tiles that straddle an edge (or carry masks,
 // ALiBi, softcap) pass through finish_scores element by element.
 //
+// Two ways to run the products. Packed (prefill, M >= kPackedMinRows): run_tiled packs each
+// (batch entry, kv head)'s K^T and V once per call into micro-kernel panels (pack.hpp), a task
+// packs its scaled Q tile once and each key tile's weights P once, and both products run on the
+// micro-kernel (gemm_driver.hpp): no operand is packed twice. Direct (decoding, few rows; split-K
+// chunks): Eigen's GEMM reads K and V where they lie, since packing all of K would cost as much
+// as the product of a few query rows with it.
+//
 // A task may cover only a chunk of the keys (split-K, for decoding against a long cache): it then
 // leaves its running max, sum and unnormalised output as a partial, and merge_partials combines
 // the chunks in a fixed order, so the result never depends on the thread count.
@@ -20,6 +27,8 @@
 #include "attention_problem.hpp"
 #include "convert.hpp"
 #include "gemm.hpp"
+#include "gemm_driver.hpp"
+#include "pack.hpp"
 #include "reference_attention.hpp"
 #include "softmax.hpp"
 
@@ -84,12 +93,25 @@ void write_context_row(const AttentionProblem<Scalar, KV>& p, Index n, Index h, 
   }
 }
 
-/// Runs one task. `scratch` is `[M, TileScratch::cols]` with M >= stacked rows; `kv_buffer` is
-/// `[Bk, d + dv]` (used only when KV is not Scalar: cache tiles are converted once per tile);
-/// `partial`, when not null, receives the task's state instead of the context.
+/// The packed operands of one task (the packed path): its kv head's K^T `[d, S]` and V `[S, dv]`,
+/// packed once per call by run_tiled and shared by every query tile of the head, and per-thread
+/// room for the task's packed Q tile `[M, d]` and each key tile's packed P `[M, width]`.
+template <class Scalar>
+struct PackedOperands {
+  PackedB<Scalar> keys_t;   // K^T [d, S]: a key tile is a column range
+  PackedB<Scalar> values;   // V [S, dv]: a key tile is a depth range
+  Scalar* tiles = nullptr;  // [round_up(M, MR) * d] packed Q, then [round_up(M, MR) * Bk] packed P
+};
+
+/// Runs one task. `scratch` is `[M, TileScratch::cols]` with M >= stacked rows; `packed`, when not
+/// null, holds the head's packed K^T and V, and both products run on the micro-kernel; otherwise
+/// they read K and V where they are through Eigen's GEMM (`kv_buffer`, `[Bk, d + dv]`, is then
+/// used when KV is not Scalar: cache tiles are converted once per tile). `partial`, when not
+/// null, receives the task's state instead of the context.
 template <class Scalar, class KV>
 void attend_tile(const AttentionProblem<Scalar, KV>& p, const TileTask& task, const TileSizes& tiles,
-                 Matrix<Scalar>& scratch, Matrix<Scalar>& kv_buffer, GemmBuffers<Scalar>& gemm, Scalar* partial) {
+                 Matrix<Scalar>& scratch, Matrix<Scalar>& kv_buffer, GemmBuffers<Scalar>& gemm,
+                 const PackedOperands<Scalar>* packed, Scalar* partial) {
   using Block = Eigen::Block<Matrix<Scalar>, Eigen::Dynamic, Eigen::Dynamic>;
   const Index n = task.n, i0 = task.i0, rows = task.i1 - task.i0;
   const Index d = p.head_dim, dv = p.v_dim, Bk = tiles.key_rows;
@@ -109,6 +131,14 @@ void attend_tile(const AttentionProblem<Scalar, KV>& p, const TileTask& task, co
   acc.setZero();
   row_max.setConstant(neg_inf);
   row_sum.setZero();
+  // The packed path packs the scaled Q tile once; the row-major copy stays for the bias_k column
+  // and for the exact fallback of write_context_row, which overwrites it row by row.
+  PackedA<Scalar> q_packed;
+  Scalar* p_packed = nullptr;  // [round_up(M, MR) * Bk]
+  if (packed) {
+    q_packed = pack_a(M, d, q.data(), ld, packed->tiles);
+    p_packed = packed->tiles + packed_a_size<Scalar>(M, d);
+  }
 
   // Folds a [M, width] block of finished scores into the running softmax, then lets
   // `multiply_values` add the block's P V into acc.
@@ -141,25 +171,28 @@ void attend_tile(const AttentionProblem<Scalar, KV>& p, const TileTask& task, co
   const Index inner_lo = contiguous ? p.key_begin(task.i1 - 1) : 0, inner_hi = contiguous ? p.key_end(i0) : 0;
   for (Index j0 = key_lo; j0 < key_hi; j0 += Bk) {
     const Index width = std::min(Bk, key_hi - j0);
-    const Scalar* k = nullptr;  // [width, d], rows k_ld apart
-    const Scalar* v = nullptr;  // [width, dv], rows v_ld apart
-    Index k_ld = 0, v_ld = 0;
-    const bool streaming = M <= kStreamingRows;
+    Block s = scratch.block(0, 0, M, width);
+    const bool streaming = !packed && M <= kStreamingRows;
     constexpr bool same = std::is_same<KV, Scalar>::value;
+    const Scalar* k = nullptr;  // direct paths: [width, d], rows k_ld apart
+    const Scalar* v = nullptr;  // direct paths: [width, dv], rows v_ld apart
+    Index k_ld = 0, v_ld = 0;
     if constexpr (same) {
       k = p.k.row(n, task.kv, j0);
       v = p.v.row(n, task.kv, j0);
       k_ld = p.k.row_stride;
       v_ld = p.v.row_stride;
-    } else if (!streaming) {
-      // A cache tile in bf16 / f16 is widened once (vectorised), then read like any other.
-      convert_rows(p.k.row(n, task.kv, j0), p.k.row_stride, width, d, kv_buffer.data(), kv_buffer.cols());
-      convert_rows(p.v.row(n, task.kv, j0), p.v.row_stride, width, dv, kv_buffer.data() + d, kv_buffer.cols());
-      k = kv_buffer.data();
-      v = kv_buffer.data() + d;
-      k_ld = v_ld = kv_buffer.cols();
+    } else {
+      if (!packed && !streaming) {
+        // A cache tile in bf16 / f16 is widened once (vectorised), then read like any other.
+        convert_rows(p.k.row(n, task.kv, j0), p.k.row_stride, width, d, kv_buffer.data(), kv_buffer.cols());
+        convert_rows(p.v.row(n, task.kv, j0), p.v.row_stride, width, dv, kv_buffer.data() + d, kv_buffer.cols());
+        k = kv_buffer.data();
+        v = kv_buffer.data() + d;
+        k_ld = v_ld = kv_buffer.cols();
+      }
     }
-    // Key / value row c as Scalar: in place, or widened into row 0 of kv_buffer (stays in L1).
+    // Streaming: key / value row c as Scalar, in place or widened into row 0 of kv_buffer (L1).
     auto key_row = [&](Index c) -> const Scalar* {
       if constexpr (same) return k + c * k_ld;
       convert_span(p.k.row(n, task.kv, j0 + c), d, kv_buffer.data());
@@ -170,8 +203,9 @@ void attend_tile(const AttentionProblem<Scalar, KV>& p, const TileTask& task, co
       convert_span(p.v.row(n, task.kv, j0 + c), dv, kv_buffer.data() + d);
       return kv_buffer.data() + d;
     };
-    Block s = scratch.block(0, 0, M, width);
-    if (streaming) {
+    if (packed) {
+      gemm_packed(q_packed, packed->keys_t.middle_cols(j0, width), Scalar(1), s.data(), ld, false);  // (scale Q) K^T
+    } else if (streaming) {
       // Few rows (decoding): stream each key row once through M dot products, no packing.
       for (Index c = 0; c < width; ++c) {
         const Eigen::Map<const RowVector<Scalar>> kc(key_row(c), d);
@@ -185,7 +219,10 @@ void attend_tile(const AttentionProblem<Scalar, KV>& p, const TileTask& task, co
     if (edge || p.has_score_terms())
       for (Index r = 0; r < M; ++r) finish_scores(p, n, h_first + r / rows, i0 + r % rows, j0, width, &s(r, 0));
     fold(s, width, [&] {
-      if (streaming) {  // acc += P V as M axpys per value row, each row read once
+      if (packed) {
+        const PackedA<Scalar> weights = pack_a(M, width, s.data(), ld, p_packed);
+        gemm_packed(weights, packed->values.middle_depth(j0, width), Scalar(1), acc.data(), ld, true);  // += P V
+      } else if (streaming) {  // acc += P V as M axpys per value row, each row read once
         for (Index c = 0; c < width; ++c) {
           bool used = false;  // a key of weight 0 in every row is never read
           for (Index r = 0; r < M; ++r) used = used || s(r, c) != Scalar(0);
