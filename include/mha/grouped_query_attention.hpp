@@ -307,9 +307,10 @@ class GroupedQueryAttention {
     return detail::HeadTensor<T>{data, tokens * row_stride, head_dim(), row_stride};
   }
 
-  // The problem with everything but K, V, S and positions filled in.
-  detail::AttentionProblem<Scalar> problem(Index N, Index T) const {
-    detail::AttentionProblem<Scalar> p;
+  // The problem with everything but K, V, S and positions filled in; K and V are Storage.
+  template <class Storage = Scalar>
+  detail::AttentionProblem<Scalar, Storage> problem(Index N, Index T) const {
+    detail::AttentionProblem<Scalar, Storage> p;
     p.batch = N;
     p.heads = p.num_heads = num_heads();
     p.num_kv_heads = num_kv_heads();
@@ -373,7 +374,7 @@ class GroupedQueryAttention {
     const Index position = cache.position();
     project(x, position, ws, threads, N, T, t0, t);
     cache.append(ws.m_k.topRows(N * t), ws.m_v.topRows(N * t));
-    detail::AttentionProblem<Scalar, Storage> p = problem_for<Storage>(N, t);
+    detail::AttentionProblem<Scalar, Storage> p = problem<Storage>(N, t);
     const Index C = cache.capacity(), d = head_dim();
     p.k = detail::HeadTensor<const Storage>{cache.keys(0, 0), num_kv_heads() * C * d, C * d, d};
     p.v = detail::HeadTensor<const Storage>{cache.values(0, 0), num_kv_heads() * C * d, C * d, d};
@@ -394,25 +395,6 @@ class GroupedQueryAttention {
         attend_and_project_rows(p, ws, rows, threads, n);
       }
     }
-  }
-
-  template <class Storage>
-  detail::AttentionProblem<Scalar, Storage> problem_for(Index N, Index T) const {
-    const detail::AttentionProblem<Scalar> base = problem(N, T);
-    detail::AttentionProblem<Scalar, Storage> p;
-    p.batch = base.batch;
-    p.heads = base.heads;
-    p.num_heads = base.num_heads;
-    p.num_kv_heads = base.num_kv_heads;
-    p.q_len = base.q_len;
-    p.head_dim = base.head_dim;
-    p.v_dim = base.v_dim;
-    p.scale = base.scale;
-    p.causal = base.causal;
-    p.window = base.window;
-    p.softcap = base.softcap;
-    p.alibi = base.alibi;
-    return p;
   }
 
   // Step 5 and 6: attention of the workspace's q against p's keys, then the output projection.
