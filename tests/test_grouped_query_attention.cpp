@@ -234,6 +234,15 @@ TEMPLATE_TEST_CASE("A windowed layer equals causal attention with an explicit ba
   out.topRows(13) = layer.forward(x.topRows(13), cache);
   for (Index t = 13; t < T; ++t) out.row(t) = layer.forward(x.row(t), cache);
   REQUIRE_CLOSE_T(S, out, full);
+  // Two sequences at once through the ring: the 13-token prefill goes in chunks of 5 whose output
+  // rows are not contiguous in the batch; each sequence must match its whole-sequence forward.
+  const Mat<S> x2 = mha_test::random_matrix<S>(rng, T, 16);
+  Mat<S> batch(2 * 13, 16);
+  batch << x.topRows(13), x2.topRows(13);
+  auto ring2 = layer.template make_cache<S>(2, 0, 5);
+  const Mat<S> y = layer.forward(batch, ring2);
+  REQUIRE_CLOSE_T(S, y.topRows(13), full.topRows(13));
+  REQUIRE_CLOSE_T(S, y.bottomRows(13), layer.forward(x2).topRows(13));
 }
 
 TEMPLATE_TEST_CASE("A batch through the cache equals each sequence alone, bitwise, and threads do not change a bit",

@@ -386,25 +386,19 @@ class GroupedQueryAttention {
       p.k_len = cache.length();
       p.k_pos0 = 0;
     }
-    // Rows [t0, t0 + t) of every sequence of the output.
-    if (t == T) {
-      attend_and_project(p, ws, output, threads);
-    } else {
-      for (Index n = 0; n < N; ++n) {  // a ring chunk: the output rows of a sequence are not contiguous
-        auto rows = output.middleRows(n * T + t0, t);
-        attend_and_project_rows(p, ws, rows, threads, n);
-      }
-    }
+    attend_and_project(p, ws, output, threads, nullptr, T, t0);
   }
 
-  // Step 5 and 6: attention of the workspace's q against p's keys, then the output projection.
+  // Step 5 and 6: attention of the workspace's q against p's keys, then the output projection into
+  // rows [t0, t0 + q_len) of each sequence of `output` (T rows per sequence; T = q_len: all rows).
   template <class Storage>
   void attend_and_project(detail::AttentionProblem<Scalar, Storage>& p, DecoderWorkspace<Scalar>& ws,
-                          MatrixRef<Scalar> output, int threads, Matrix<Scalar>* weights = nullptr) const {
-    const Index Hd = num_heads() * head_dim();
-    p.q = head_view<const Scalar>(ws.m_q.data(), p.q_len, Hd);
-    detail::grow(ws.m_ctx, p.batch * p.q_len, Hd);
-    p.ctx = head_view<Scalar>(ws.m_ctx.data(), p.q_len, Hd);
+                          MatrixRef<Scalar> output, int threads, Matrix<Scalar>* weights = nullptr, Index T = -1,
+                          Index t0 = 0) const {
+    const Index Hd = num_heads() * head_dim(), t = p.q_len, rows = p.batch * t;
+    p.q = head_view<const Scalar>(ws.m_q.data(), t, Hd);
+    detail::grow(ws.m_ctx, rows, Hd);
+    p.ctx = head_view<Scalar>(ws.m_ctx.data(), t, Hd);
     if constexpr (std::is_same<Storage, Scalar>::value) {
       if (weights)
         detail::run_reference(p, threads, ws.m_threads, weights, /*average=*/false);
@@ -413,24 +407,15 @@ class GroupedQueryAttention {
     } else {
       detail::run_tiled(p, detail::TileSizes(), threads, ws.m_threads);
     }
-    detail::linear_rows(ws.m_ctx.topRows(p.batch * p.q_len), m_o_proj.weight_panels(), bias_of(m_o_proj), output,
-                        threads, ws.m_threads);
-  }
-
-  // The same for batch entry n alone, into its `rows` of the output.
-  template <class Storage, class Rows>
-  void attend_and_project_rows(detail::AttentionProblem<Scalar, Storage> p, DecoderWorkspace<Scalar>& ws, Rows& rows,
-                               int threads, Index n) const {
-    const Index Hd = num_heads() * head_dim(), t = p.q_len, N = p.batch;
-    p.batch = 1;
-    p.q = head_view<const Scalar>(ws.m_q.data() + n * t * Hd, t, Hd);
-    p.k.data += n * p.k.batch_stride;
-    p.v.data += n * p.v.batch_stride;
-    detail::grow(ws.m_ctx, N * t, Hd);
-    p.ctx = head_view<Scalar>(ws.m_ctx.data() + n * t * Hd, t, Hd);
-    detail::run_tiled(p, detail::TileSizes(), threads, ws.m_threads);
-    detail::linear_rows(ws.m_ctx.middleRows(n * t, t), m_o_proj.weight_panels(), bias_of(m_o_proj), rows, threads,
-                        ws.m_threads);
+    if (T < 0 || T == t) {
+      detail::linear_rows(ws.m_ctx.topRows(rows), m_o_proj.weight_panels(), bias_of(m_o_proj), output, threads,
+                          ws.m_threads);
+      return;
+    }
+    // A chunk of a longer call (a ring cache): a sequence's output rows are not contiguous.
+    for (Index n = 0; n < p.batch; ++n)
+      detail::linear_rows(ws.m_ctx.middleRows(n * t, t), m_o_proj.weight_panels(), bias_of(m_o_proj),
+                          output.middleRows(n * T + t0, t), threads, ws.m_threads);
   }
 
   static const Scalar* bias_of(const Linear<Scalar>& l) { return l.has_bias() ? l.bias().data() : nullptr; }

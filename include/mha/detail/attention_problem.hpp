@@ -102,13 +102,17 @@ struct AttentionProblem {
     return std::clamp<Index>(q_pos0 + i + 1 - k_pos0, 0, k_len);
   }
 
+  /// The causal / window rule on absolute positions, and a ring cache's empty slots (-1).
+  bool position_allowed(Index qpos, Index kpos) const {
+    if (k_positions && kpos < 0) return false;
+    if ((causal || window > 0) && kpos > qpos) return false;
+    return window <= 0 || qpos - kpos < window;
+  }
+
   /// True when query i of head h may attend key j (j < S) under the causal / window rule, the
   /// cache's empty slots and the -inf entries of the masks; the scores play no part.
   bool key_allowed(Index n, Index h, Index i, Index j) const {
-    const Index qpos = q_pos0 + i, kpos = key_position(j);
-    if (k_positions && kpos < 0) return false;
-    if ((causal || window > 0) && kpos > qpos) return false;
-    if (window > 0 && qpos - kpos >= window) return false;
+    if (!position_allowed(q_pos0 + i, key_position(j))) return false;
     const Scalar neg_inf = -std::numeric_limits<Scalar>::infinity();
     if (const Scalar* dense = mask_slice(n, h))
       if (dense[i * k_len + j] == neg_inf) return false;
@@ -160,8 +164,7 @@ void finish_scores(const AttentionProblem<Scalar, KV>& p, Index n, Index h, Inde
   if (p.k_positions) {
     for (Index c = 0; c < width; ++c) {
       const Index kpos = p.k_positions[j0 + c];
-      const bool allowed = kpos >= 0 && (!p.causal || kpos <= qpos) && (p.window <= 0 || (kpos <= qpos && qpos - kpos < p.window));
-      if (!allowed) s[c] = neg_inf;
+      if (!p.position_allowed(qpos, kpos)) s[c] = neg_inf;
     }
   } else {
     // Contiguous positions: the allowed keys of row i are one interval.

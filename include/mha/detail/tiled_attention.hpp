@@ -8,12 +8,13 @@
 // row's causal / window range are never touched; only tiles that straddle an edge (or carry masks,
 // ALiBi, softcap) pass through finish_scores element by element.
 //
-// Two ways to run the products. Packed (prefill, M >= kPackedMinRows): run_tiled packs each
+// Three ways to run the products. Packed (prefill, M >= kPackedMinRows): run_tiled packs each
 // (batch entry, kv head)'s K^T and V once per call into micro-kernel panels (pack.hpp), a task
 // packs its scaled Q tile once and each key tile's weights P once, and both products run on the
-// micro-kernel (gemm_driver.hpp): no operand is packed twice. Direct (decoding, few rows; split-K
-// chunks): Eigen's GEMM reads K and V where they lie, since packing all of K would cost as much
-// as the product of a few query rows with it.
+// micro-kernel (gemm_driver.hpp): no operand is packed twice. Streaming (decoding, M <=
+// kStreamingRows): each key and value row is read once, where it lies, by M dot products and M
+// axpys, since packing K would cost as much as the product of a few query rows with it. Direct
+// (the rows in between, and split-K chunks): Eigen's GEMM reads K and V where they lie.
 //
 // A task may cover only a chunk of the keys (split-K, for decoding against a long cache): it then
 // leaves its running max, sum and unnormalised output as a partial, and merge_partials combines
@@ -115,7 +116,7 @@ void attend_tile(const AttentionProblem<Scalar, KV>& p, const TileTask& task, co
   using Block = Eigen::Block<Matrix<Scalar>, Eigen::Dynamic, Eigen::Dynamic>;
   const Index n = task.n, i0 = task.i0, rows = task.i1 - task.i0;
   const Index d = p.head_dim, dv = p.v_dim, Bk = tiles.key_rows;
-  const Index g = p.group_size(), h_first = task.kv * g + 0, g_here = std::min(g, p.heads - h_first);
+  const Index g = p.group_size(), h_first = task.kv * g, g_here = std::min(g, p.heads - h_first);
   const Index M = g_here * rows;  // stacked row r: head h_first + r / rows, query i0 + r % rows
   const Index sc = TileScratch<Scalar>::score_cols(tiles), ld = scratch.cols();
   const Scalar neg_inf = -std::numeric_limits<Scalar>::infinity();
@@ -276,10 +277,9 @@ void merge_partials(const AttentionProblem<Scalar, KV>& p, const TileTask& task,
   const Index rows = task.i1 - task.i0, dv = p.v_dim, g = p.group_size();
   const Index h_first = task.kv * g, M = std::min(g, p.heads - h_first) * rows;
   const Scalar neg_inf = -std::numeric_limits<Scalar>::infinity();
-  const Index stride = chunk_stride;
   for (Index r = 0; r < M; ++r) {
     Scalar max = neg_inf;
-    for (Index c = 0; c < chunks; ++c) max = max_propagate_nan(max, partials[c * stride + r * (dv + 2) + dv]);
+    for (Index c = 0; c < chunks; ++c) max = max_propagate_nan(max, partials[c * chunk_stride + r * (dv + 2) + dv]);
     auto acc = merged.row(0).head(dv);
     acc.setZero();
     Scalar sum = 0;
@@ -287,7 +287,7 @@ void merge_partials(const AttentionProblem<Scalar, KV>& p, const TileTask& task,
       sum = max;
     } else if (max != neg_inf) {
       for (Index c = 0; c < chunks; ++c) {
-        const Scalar* part = partials + c * stride + r * (dv + 2);
+        const Scalar* part = partials + c * chunk_stride + r * (dv + 2);
         if (part[dv] == neg_inf) continue;  // no allowed key in this chunk
         const Scalar factor = std::exp(part[dv] - max);
         acc += factor * Eigen::Map<const RowVector<Scalar>>(part, dv);
