@@ -12,8 +12,9 @@
 // (batch entry, kv head)'s K^T and V once per call into micro-kernel panels (pack.hpp), a task
 // packs its scaled Q tile once and each key tile's weights P once, and both products run on the
 // micro-kernel (gemm_driver.hpp): no operand is packed twice. Streaming (decoding, M <=
-// kStreamingRows): each key and value row is read once, where it lies, by M dot products and M
-// axpys, since packing K would cost as much as the product of a few query rows with it. Direct
+// kStreamingRows): each key and value row is read once, where it lies (a bf16 / f16 cache
+// widened in registers), by the decode micro-kernel (streaming_kernel.hpp), since packing K would
+// cost as much as the product of a few query rows with it. Direct
 // (the rows in between, and split-K chunks): Eigen's GEMM reads K and V where they lie.
 //
 // A task may cover only a chunk of the keys (split-K, for decoding against a long cache): it then
@@ -32,6 +33,7 @@
 #include "pack.hpp"
 #include "reference_attention.hpp"
 #include "softmax.hpp"
+#include "streaming_kernel.hpp"
 
 namespace mha {
 namespace detail {
@@ -170,48 +172,44 @@ void attend_tile(const AttentionProblem<Scalar, KV>& p, const TileTask& task, co
     key_hi = std::min(key_hi, p.key_end(task.i1 - 1));
   }
   const Index inner_lo = contiguous ? p.key_begin(task.i1 - 1) : 0, inner_hi = contiguous ? p.key_end(i0) : 0;
+  // The streaming path's prefetch targets: `count` K or V rows from key j (none when count is 0).
+  auto key_rows = [&](Index j, Index count) {
+    return count > 0 ? RowRange::of(p.k.row(n, task.kv, j), p.k.row_stride, d, count) : RowRange{};
+  };
+  auto value_rows = [&](Index j, Index count) {
+    return count > 0 ? RowRange::of(p.v.row(n, task.kv, j), p.v.row_stride, dv, count) : RowRange{};
+  };
   for (Index j0 = key_lo; j0 < key_hi; j0 += Bk) {
     const Index width = std::min(Bk, key_hi - j0);
     Block s = scratch.block(0, 0, M, width);
     const bool streaming = !packed && M <= kStreamingRows;
-    constexpr bool same = std::is_same<KV, Scalar>::value;
-    const Scalar* k = nullptr;  // direct paths: [width, d], rows k_ld apart
-    const Scalar* v = nullptr;  // direct paths: [width, dv], rows v_ld apart
+    // The streaming kernel reads a bf16 / f16 cache directly where it can widen in registers.
+    constexpr bool direct_kv = std::is_same<KV, Scalar>::value || StreamingBlocking<Scalar>::template widens_in_registers<KV>();
+    const Scalar* k = nullptr;  // Scalar paths: [width, d], rows k_ld apart
+    const Scalar* v = nullptr;  // Scalar paths: [width, dv], rows v_ld apart
     Index k_ld = 0, v_ld = 0;
-    if constexpr (same) {
+    if constexpr (std::is_same<KV, Scalar>::value) {
       k = p.k.row(n, task.kv, j0);
       v = p.v.row(n, task.kv, j0);
       k_ld = p.k.row_stride;
       v_ld = p.v.row_stride;
-    } else {
-      if (!packed && !streaming) {
-        // A cache tile in bf16 / f16 is widened once (vectorised), then read like any other.
-        convert_rows(p.k.row(n, task.kv, j0), p.k.row_stride, width, d, kv_buffer.data(), kv_buffer.cols());
-        convert_rows(p.v.row(n, task.kv, j0), p.v.row_stride, width, dv, kv_buffer.data() + d, kv_buffer.cols());
-        k = kv_buffer.data();
-        v = kv_buffer.data() + d;
-        k_ld = v_ld = kv_buffer.cols();
-      }
+    } else if (!packed && !(streaming && direct_kv)) {
+      // A cache tile in bf16 / f16 is widened once (vectorised), then read like any other.
+      convert_rows(p.k.row(n, task.kv, j0), p.k.row_stride, width, d, kv_buffer.data(), kv_buffer.cols());
+      convert_rows(p.v.row(n, task.kv, j0), p.v.row_stride, width, dv, kv_buffer.data() + d, kv_buffer.cols());
+      k = kv_buffer.data();
+      v = kv_buffer.data() + d;
+      k_ld = v_ld = kv_buffer.cols();
     }
-    // Streaming: key / value row c as Scalar, in place or widened into row 0 of kv_buffer (L1).
-    auto key_row = [&](Index c) -> const Scalar* {
-      if constexpr (same) return k + c * k_ld;
-      convert_span(p.k.row(n, task.kv, j0 + c), d, kv_buffer.data());
-      return kv_buffer.data();
-    };
-    auto value_row = [&](Index c) -> const Scalar* {
-      if constexpr (same) return v + c * v_ld;
-      convert_span(p.v.row(n, task.kv, j0 + c), dv, kv_buffer.data() + d);
-      return kv_buffer.data() + d;
-    };
     if (packed) {
       gemm_packed(q_packed, packed->keys_t.middle_cols(j0, width), Scalar(1), s.data(), ld, false);  // (scale Q) K^T
     } else if (streaming) {
-      // Few rows (decoding): stream each key row once through M dot products, no packing.
-      for (Index c = 0; c < width; ++c) {
-        const Eigen::Map<const RowVector<Scalar>> kc(key_row(c), d);
-        for (Index r = 0; r < M; ++r) s(r, c) = q.row(r).dot(kc);
-      }
+      // Few rows (decoding): each key row read once, by the decode micro-kernel.
+      if constexpr (direct_kv)
+        stream_scores(M, width, d, q.data(), ld, p.k.row(n, task.kv, j0), p.k.row_stride, s.data(), ld,
+                      RowPrefetch{key_rows(j0, width), value_rows(j0, width), RowPrefetch::kDistance});
+      else
+        stream_scores(M, width, d, q.data(), ld, k, k_ld, s.data(), ld);
     } else {
       s.setZero();
       gemm_accumulate<false>(M, width, d, q.data(), ld, k, k_ld, s.data(), ld, Scalar(1), gemm);  // (scale Q) K^T
@@ -223,15 +221,13 @@ void attend_tile(const AttentionProblem<Scalar, KV>& p, const TileTask& task, co
       if (packed) {
         const PackedA<Scalar> weights = pack_a(M, width, s.data(), ld, p_packed);
         gemm_packed(weights, packed->values.middle_depth(j0, width), Scalar(1), acc.data(), ld, true);  // += P V
-      } else if (streaming) {  // acc += P V as M axpys per value row, each row read once
-        for (Index c = 0; c < width; ++c) {
-          bool used = false;  // a key of weight 0 in every row is never read
-          for (Index r = 0; r < M; ++r) used = used || s(r, c) != Scalar(0);
-          if (!used) continue;
-          const Eigen::Map<const RowVector<Scalar>> vc(value_row(c), dv);
-          for (Index r = 0; r < M; ++r)
-            if (s(r, c) != Scalar(0)) acc.row(r) += s(r, c) * vc;
-        }
+      } else if (streaming) {  // acc += P V, each value row read once
+        if constexpr (direct_kv)
+          stream_values(M, width, dv, s.data(), ld, p.v.row(n, task.kv, j0), p.v.row_stride, acc.data(), ld,
+                        RowPrefetch{value_rows(j0, width), key_rows(j0 + width, std::min(Bk, key_hi - j0 - width)),
+                                    RowPrefetch::kDistance});
+        else
+          stream_values(M, width, dv, s.data(), ld, v, v_ld, acc.data(), ld);
       } else {
         gemm_accumulate<true>(M, dv, width, s.data(), ld, v, v_ld, acc.data(), ld, Scalar(1), gemm);  // += P V
       }
