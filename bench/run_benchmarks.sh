@@ -4,17 +4,23 @@
 # Usage: bench/run_benchmarks.sh [path/to/mha_bench] [output-dir]
 #   defaults: build/bench/mha_bench (or $MHA_BENCH), bench/results
 # Environment:
-#   REPS=5 BIG_REPS=3   repetitions of the small shapes (L <= 1024) and of L = 2048, 4096
+#   REPS=5 BIG_REPS=3   repetitions of the small shapes (L <= 1024), the GEMMs and the attention
+#                       core, and of L = 2048, 4096
 #   MIN_TIME=0.3        seconds each repetition runs at least (one pass of a big case is longer)
 #   TORCH_BLAS=match    LibTorch's OpenBLAS gets each case's thread count (default);
 #              single   OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1: LibTorch's GEMMs on one thread
 #   DEC_REPS=3          repetitions of the decoder cases (bench_decoder.cpp)
-#   SUITE=all           all | attention (GEMM, BM_MHA*, BM_Torch) | decoder (bench_decoder.cpp)
-#   UPDATE_README=1     also write the tables into bench/README.md (between the results markers)
+#   SUITE=all           all | attention (GEMMs, attention core, BM_MHA*, BM_Torch*) | decoder
+#                       (bench_decoder.cpp)
+#   UPDATE_README=1     also write the tables into bench/README.md (between the results markers),
+#                       the short table into README.md (between the perf markers) and redraw
+#                       docs/bench_seqlen.svg (bench/plot.py)
 #
 # Each family runs in its own process so that its threading environment is its own: mha with
 # OpenMP's defaults, LibTorch with OMP_WAIT_POLICY=PASSIVE (its idle OpenMP workers sleep instead
-# of spinning against OpenBLAS's threads). Run it on an otherwise idle machine.
+# of spinning against OpenBLAS's threads). Run it on an otherwise idle machine. Each run's duration
+# and its 1-minute load average at start and end go to <output-dir>/runs.txt (summarize.py prints
+# them next to the tables).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -38,7 +44,7 @@ if awk -v l="$load" 'BEGIN { exit !(l > 0.5) }'; then
   echo "run_benchmarks.sh: warning: load average $load; the numbers will be noisy" >&2
 fi
 
-small='(128|512|1024)'
+small='(128|256|512|1024)'
 big='(2048|4096)'
 torch_env=(OMP_WAIT_POLICY=PASSIVE)
 if [[ $torch_blas == single ]]; then
@@ -49,7 +55,8 @@ fi
 run() {
   local name=$1 repetitions=$2 filter=$3
   shift 3
-  local start=$SECONDS
+  local start=$SECONDS load_start
+  load_start=$(cut -d' ' -f1 /proc/loadavg)
   rm -f "$out/$name.json"
   if [[ -z $("$bench" --benchmark_list_tests --benchmark_filter="$filter" 2>/dev/null) ]]; then
     echo "== $name: no case matches '$filter' (mha_bench built without LibTorch?), skipped" >&2
@@ -64,16 +71,24 @@ run() {
     --benchmark_format=json \
     --benchmark_out_format=json \
     --benchmark_out="$out/$name.json" >/dev/null
-  echo "   $name took $((SECONDS - start)) s" >&2
+  local load_end
+  load_end=$(cut -d' ' -f1 /proc/loadavg)
+  echo "   $name took $((SECONDS - start)) s (load average $load_start -> $load_end)" >&2
+  echo "$name $((SECONDS - start)) $load_start $load_end" >>"$out/runs.txt"
 }
 
 total=$SECONDS
+rm -f "$out/runs.txt"
 if [[ $suite == all || $suite == attention ]]; then
-  run gemm "$reps" '^BM_GemmRoofline/'
-  run mha_small "$reps" "^BM_MHA(_Reference)?/[0-9]+/$small/"
-  run mha_big "$big_reps" "^BM_MHA(_Reference)?/[0-9]+/$big/"
-  run torch_small "$reps" "^BM_Torch/[0-9]+/$small/" "${torch_env[@]}"
-  run torch_big "$big_reps" "^BM_Torch/[0-9]+/$big/" "${torch_env[@]}"
+  # The in-projection GEMMs: OpenBLAS (the ceiling), mha's packed micro-kernel, Eigen (the
+  # fallback ceiling); f32 and f64. Then the attention core alone, then the forwards, each size's
+  # LibTorch run right after mha's.
+  run gemm "$reps" '^BM_Gemm(Roofline|OpenBLASF32|OpenBLASF64|PackedF32|PackedF64)/'
+  run attention_core "$reps" '^BM_Attention(Core|GemmOpenBLAS)/'
+  run mha_small "$reps" "^BM_MHA(_Reference|_F64)?/[0-9]+/$small/"
+  run torch_small "$reps" "^BM_Torch(Native)?(F64)?/[0-9]+/$small/" "${torch_env[@]}"
+  run mha_big "$big_reps" "^BM_MHA(_Reference|_F64)?/[0-9]+/$big/"
+  run torch_big "$big_reps" "^BM_Torch(Native)?(F64)?/[0-9]+/$big/" "${torch_env[@]}"
 fi
 if [[ $suite == all || $suite == decoder ]]; then
   # The copy bandwidth runs first in the mha process, so its decode ratios use the same run's.
@@ -88,11 +103,16 @@ if [[ -x $memory_check ]]; then
 fi
 
 results=()
-for name in gemm mha_small mha_big torch_small torch_big decoder torch_decoder; do
+for name in gemm attention_core mha_small torch_small mha_big torch_big decoder torch_decoder; do
   [[ -f $out/$name.json ]] && results+=("$out/$name.json")
 done
+summarize=(python3 "$here/summarize.py" "${results[@]}")
+[[ -f $out/memory_check.txt ]] && summarize+=(--memory-check "$out/memory_check.txt")
 if [[ ${UPDATE_README:-0} == 1 ]]; then
-  python3 "$here/summarize.py" "${results[@]}" --update-readme "$here/README.md" | tee "$out/summary.md"
+  "${summarize[@]}" --update-readme "$here/README.md" --update-headline "$here/../README.md" | tee "$out/summary.md"
+  if [[ $suite == all || $suite == attention ]]; then
+    python3 "$here/plot.py" "${results[@]}" -o "$here/../docs/bench_seqlen.svg"
+  fi
 else
-  python3 "$here/summarize.py" "${results[@]}" | tee "$out/summary.md"
+  "${summarize[@]}" | tee "$out/summary.md"
 fi
