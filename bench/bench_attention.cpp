@@ -67,18 +67,15 @@ struct CoreCase {
 };
 
 void BM_AttentionCore(benchmark::State& state) {
-  static std::unique_ptr<CoreCase> cache;
+  static mha_bench::CaseCache<CoreCase> cache;
   const std::array<std::int64_t, 3> args = {state.range(0), state.range(1), state.range(2)};
   const int threads = static_cast<int>(state.range(3));
   try {
-    if (!cache || cache->args != args) {
-      cache.reset();
-      cache = std::make_unique<CoreCase>(args);
-    }
-    cache->run(threads);  // warm-up at this thread count: sizes the per-thread scratch
+    CoreCase& c = cache.get({args.begin(), args.end()}, args);
+    c.run(threads);  // warm-up at this thread count: sizes the per-thread scratch
     for (auto _ : state) {
-      cache->run(threads);
-      benchmark::DoNotOptimize(cache->ctx.data());
+      c.run(threads);
+      benchmark::DoNotOptimize(c.ctx.data());
       benchmark::ClobberMemory();
     }
   } catch (const std::exception& e) {

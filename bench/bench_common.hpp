@@ -9,6 +9,9 @@
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
+#include <map>
+#include <memory>
+#include <utility>
 #include <vector>
 
 #if MHA_BENCH_HAVE_CBLAS
@@ -121,6 +124,25 @@ inline void set_openblas_threads(int threads) {
   if (auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) set(threads);
 }
 #endif
+
+/// The cases of one benchmark family, each built on first use and kept, by its arguments, for the
+/// whole process. bench/run_benchmarks.sh interleaves the repetitions of all cases at random
+/// (--benchmark_enable_random_interleaving) so that a burst of load from another process on this
+/// shared machine spoils a few repetitions of many cases rather than every repetition of one;
+/// rebuilding (and re-warming) a case at every switch would cost more than its timing.
+template <class Case>
+class CaseCache {
+ public:
+  template <class... Make>
+  Case& get(const std::vector<std::int64_t>& key, Make&&... make) {
+    std::unique_ptr<Case>& slot = m_cases[key];
+    if (!slot) slot = std::make_unique<Case>(std::forward<Make>(make)...);
+    return *slot;
+  }
+
+ private:
+  std::map<std::vector<std::int64_t>, std::unique_ptr<Case>> m_cases;
+};
 
 /// Records LibTorch's version and threading setup in the benchmark context (bench_torch.cpp;
 /// says "not built" without LibTorch).

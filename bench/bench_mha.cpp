@@ -18,8 +18,7 @@
 
 namespace {
 
-// Everything one case needs, built once and kept across the repetitions of that case (Google
-// Benchmark runs the repetitions of a case back to back), then replaced by the next case's.
+// Everything one case needs, built (and warmed) once and kept for the process (CaseCache).
 template <class Scalar>
 struct MhaCase {
   std::array<std::int64_t, 6> args;  // B, L, E, H, causal, threads
@@ -53,17 +52,14 @@ struct MhaCase {
 };
 
 template <class Scalar>
-void run_case(benchmark::State& state, mha::Kernel kernel, std::unique_ptr<MhaCase<Scalar>>& cache) {
+void run_case(benchmark::State& state, mha::Kernel kernel, mha_bench::CaseCache<MhaCase<Scalar>>& cache) {
   const std::array<std::int64_t, 6> args = {state.range(0), state.range(1), state.range(2),
                                             state.range(3), state.range(4), state.range(5)};
   try {
-    if (!cache || cache->args != args || cache->kernel != kernel) {
-      cache.reset();  // free the previous case's buffers first
-      cache = std::make_unique<MhaCase<Scalar>>(args, kernel);
-    }
+    MhaCase<Scalar>& c = cache.get({args.begin(), args.end()}, args, kernel);
     for (auto _ : state) {
-      cache->run();
-      benchmark::DoNotOptimize(cache->output.data());
+      c.run();
+      benchmark::DoNotOptimize(c.output.data());
       benchmark::ClobberMemory();
     }
   } catch (const std::exception& e) {
@@ -74,17 +70,17 @@ void run_case(benchmark::State& state, mha::Kernel kernel, std::unique_ptr<MhaCa
 }
 
 void BM_MHA(benchmark::State& state) {
-  static std::unique_ptr<MhaCase<float>> cache;
+  static mha_bench::CaseCache<MhaCase<float>> cache;
   run_case(state, mha::Kernel::automatic, cache);
 }
 
 void BM_MHA_Reference(benchmark::State& state) {
-  static std::unique_ptr<MhaCase<float>> cache;
+  static mha_bench::CaseCache<MhaCase<float>> cache;
   run_case(state, mha::Kernel::reference, cache);
 }
 
 void BM_MHA_F64(benchmark::State& state) {
-  static std::unique_ptr<MhaCase<double>> cache;
+  static mha_bench::CaseCache<MhaCase<double>> cache;
   run_case(state, mha::Kernel::automatic, cache);
 }
 

@@ -135,7 +135,7 @@ struct TorchCase {
   torch::Tensor run() { return op == TorchOp::native ? run_native() : run_module(); }
 };
 
-void run_torch_case(benchmark::State& state, TorchOp op, torch::Dtype dtype, std::unique_ptr<TorchCase>& cache) {
+void run_torch_case(benchmark::State& state, TorchOp op, torch::Dtype dtype, mha_bench::CaseCache<TorchCase>& cache) {
   const std::array<std::int64_t, 6> args = {state.range(0), state.range(1), state.range(2),
                                             state.range(3), state.range(4), state.range(5)};
   mha_bench::set_torch_threads(static_cast<int>(args[5]));
@@ -147,13 +147,12 @@ void run_torch_case(benchmark::State& state, TorchOp op, torch::Dtype dtype, std
   }
   torch::NoGradGuard no_grad;
   c10::InferenceMode inference;
+  double diff_vs_module = 0;
   try {
-    if (!cache || cache->args != args) {
-      cache.reset();
-      cache = std::make_unique<TorchCase>(args, op, dtype);
-    }
+    TorchCase& c = cache.get({args.begin(), args.end()}, args, op, dtype);
+    diff_vs_module = c.diff_vs_module;
     for (auto _ : state) {
-      torch::Tensor out = cache->run();
+      torch::Tensor out = c.run();
       benchmark::DoNotOptimize(out.data_ptr());
       benchmark::ClobberMemory();
     }
@@ -162,26 +161,26 @@ void run_torch_case(benchmark::State& state, TorchOp op, torch::Dtype dtype, std
     return;
   }
   mha_bench::set_gflops(state, mha_bench::attention_flops(args[0], args[1], args[2]));
-  if (op == TorchOp::native) state.counters["diff_vs_module"] = cache->diff_vs_module;
+  if (op == TorchOp::native) state.counters["diff_vs_module"] = diff_vs_module;
 }
 
 void BM_Torch(benchmark::State& state) {
-  static std::unique_ptr<TorchCase> cache;
+  static mha_bench::CaseCache<TorchCase> cache;
   run_torch_case(state, TorchOp::module, torch::kFloat, cache);
 }
 
 void BM_TorchNative(benchmark::State& state) {
-  static std::unique_ptr<TorchCase> cache;
+  static mha_bench::CaseCache<TorchCase> cache;
   run_torch_case(state, TorchOp::native, torch::kFloat, cache);
 }
 
 void BM_TorchF64(benchmark::State& state) {
-  static std::unique_ptr<TorchCase> cache;
+  static mha_bench::CaseCache<TorchCase> cache;
   run_torch_case(state, TorchOp::module, torch::kDouble, cache);
 }
 
 void BM_TorchNativeF64(benchmark::State& state) {
-  static std::unique_ptr<TorchCase> cache;
+  static mha_bench::CaseCache<TorchCase> cache;
   run_torch_case(state, TorchOp::native, torch::kDouble, cache);
 }
 

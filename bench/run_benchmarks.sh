@@ -7,6 +7,8 @@
 #   REPS=5 BIG_REPS=3   repetitions of the small shapes (L <= 1024), the GEMMs and the attention
 #                       core, and of L = 2048, 4096
 #   MIN_TIME=0.3        seconds each repetition runs at least (one pass of a big case is longer)
+#   INTERLEAVE=1        attention suite: repetitions of all cases of a run in random order
+#                       (--benchmark_enable_random_interleaving); 0 runs them back to back
 #   TORCH_BLAS=match    LibTorch's OpenBLAS gets each case's thread count (default);
 #              single   OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1: LibTorch's GEMMs on one thread
 #   DEC_REPS=3          repetitions of the decoder cases (bench_decoder.cpp)
@@ -18,7 +20,9 @@
 #
 # Each family runs in its own process so that its threading environment is its own: mha with
 # OpenMP's defaults, LibTorch with OMP_WAIT_POLICY=PASSIVE (its idle OpenMP workers sleep instead
-# of spinning against OpenBLAS's threads). Run it on an otherwise idle machine. Each run's duration
+# of spinning against OpenBLAS's threads). Run it on an otherwise idle machine. On a shared one,
+# INTERLEAVE=1 (the default for the attention suite) spreads a burst of foreign load over the
+# repetitions of many cases instead of every repetition of one, so that the medians survive it. Each run's duration
 # and its 1-minute load average at start and end go to <output-dir>/runs.txt (summarize.py prints
 # them next to the tables).
 set -euo pipefail
@@ -31,6 +35,7 @@ big_reps=${BIG_REPS:-3}
 min_time=${MIN_TIME:-0.3}
 torch_blas=${TORCH_BLAS:-match}
 dec_reps=${DEC_REPS:-3}
+interleave=${INTERLEAVE:-1}
 suite=${SUITE:-all}
 
 if [[ ! -x $bench ]]; then
@@ -63,7 +68,7 @@ run() {
     return
   fi
   echo "== $name: --benchmark_filter='$filter' x $repetitions" >&2
-  env "$@" "$bench" \
+  env "$@" "$bench" "${extra_flags[@]}" \
     --benchmark_filter="$filter" \
     --benchmark_repetitions="$repetitions" \
     --benchmark_report_aggregates_only=true \
@@ -79,7 +84,9 @@ run() {
 
 total=$SECONDS
 rm -f "$out/runs.txt"
+extra_flags=()
 if [[ $suite == all || $suite == attention ]]; then
+  [[ $interleave == 1 ]] && extra_flags=(--benchmark_enable_random_interleaving=true)
   # The in-projection GEMMs: OpenBLAS (the ceiling), mha's packed micro-kernel, Eigen (the
   # fallback ceiling); f32 and f64. Then the attention core alone, then the forwards, each size's
   # LibTorch run right after mha's.
@@ -89,6 +96,7 @@ if [[ $suite == all || $suite == attention ]]; then
   run torch_small "$reps" "^BM_Torch(Native)?(F64)?/[0-9]+/$small/" "${torch_env[@]}"
   run mha_big "$big_reps" "^BM_MHA(_Reference|_F64)?/[0-9]+/$big/"
   run torch_big "$big_reps" "^BM_Torch(Native)?(F64)?/[0-9]+/$big/" "${torch_env[@]}"
+  extra_flags=()  # the decoder cases rebuild their 256 MiB caches when the case changes
 fi
 if [[ $suite == all || $suite == decoder ]]; then
   # The copy bandwidth runs first in the mha process, so its decode ratios use the same run's.
