@@ -56,18 +56,43 @@ if [[ $torch_blas == single ]]; then
   torch_env+=(OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 MHA_BENCH_TORCH_BLAS_THREADS=env)
 fi
 
+# The machine's busy CPU time so far, in seconds (user, nice, system, irq, softirq, steal of
+# /proc/stat's cpu line; idle and iowait left out).
+busy_seconds() {
+  awk -v hz="$(getconf CLK_TCK)" '/^cpu / { printf "%.2f", ($2 + $3 + $4 + $7 + $8 + $9) / hz; exit }' /proc/stat
+}
+
+# Sets children_cpu to this shell's children's CPU time so far, in seconds (bash's `times`,
+# second line: "XmY.YYYs XmY.YYYs"). `times` must run in this shell, not in a $(...) or <(...)
+# subshell, which would see only its own children: hence the file.
+children_cpu=0
+times_file=$(mktemp)
+trap 'rm -f "$times_file"' EXIT
+read_children_cpu() {
+  times >"$times_file"
+  children_cpu=$(awk 'NR == 2 { split($1, a, "m"); split($2, b, "m"); printf "%.2f", a[1] * 60 + a[2] + b[1] * 60 + b[2] }' "$times_file")
+}
+
 # run NAME REPETITIONS FILTER [ENV...]
+# Also appends "NAME seconds load_start load_end foreign" to runs.txt: the 1-minute load average
+# counts mha_bench's own threads, so the last field says what else ran: the CPU time of every
+# other process during the run over its wall time, in cores (0: nothing else ran; 1: another
+# process kept one of the two cores busy on average).
 run() {
   local name=$1 repetitions=$2 filter=$3
   shift 3
-  local start=$SECONDS load_start
-  load_start=$(cut -d' ' -f1 /proc/loadavg)
   rm -f "$out/$name.json"
   if [[ -z $("$bench" --benchmark_list_tests --benchmark_filter="$filter" 2>/dev/null) ]]; then
     echo "== $name: no case matches '$filter' (mha_bench built without LibTorch?), skipped" >&2
     return
   fi
   echo "== $name: --benchmark_filter='$filter' x $repetitions" >&2
+  local load_start busy_start own_start wall_start
+  load_start=$(cut -d' ' -f1 /proc/loadavg)
+  busy_start=$(busy_seconds)
+  read_children_cpu
+  own_start=$children_cpu
+  wall_start=$(date +%s.%N)
   env "$@" "$bench" "${extra_flags[@]}" \
     --benchmark_filter="$filter" \
     --benchmark_repetitions="$repetitions" \
@@ -76,10 +101,14 @@ run() {
     --benchmark_format=json \
     --benchmark_out_format=json \
     --benchmark_out="$out/$name.json" >/dev/null
-  local load_end
+  local load_end seconds foreign
   load_end=$(cut -d' ' -f1 /proc/loadavg)
-  echo "   $name took $((SECONDS - start)) s (load average $load_start -> $load_end)" >&2
-  echo "$name $((SECONDS - start)) $load_start $load_end" >>"$out/runs.txt"
+  read_children_cpu
+  read -r seconds foreign < <(awk -v w0="$wall_start" -v w1="$(date +%s.%N)" -v b0="$busy_start" \
+    -v b1="$(busy_seconds)" -v o0="$own_start" -v o1="$children_cpu" \
+    'BEGIN { w = w1 - w0; f = (b1 - b0 - (o1 - o0)) / w; printf "%.0f %.2f\n", w, (f < 0 ? 0 : f) }')
+  echo "   $name took $seconds s (load average $load_start -> $load_end; other processes used $foreign cores)" >&2
+  echo "$name $seconds $load_start $load_end $foreign" >>"$out/runs.txt"
 }
 
 total=$SECONDS

@@ -539,7 +539,7 @@ def context_lines(context):
 
 
 def read_runs(paths):
-    """run_benchmarks.sh's runs.txt next to the first JSON: 'name seconds load_start load_end' lines."""
+    """run_benchmarks.sh's runs.txt next to the first JSON: 'name seconds load_start load_end [foreign]'."""
     path = os.path.join(os.path.dirname(os.path.abspath(paths[0])), "runs.txt")
     if not os.path.exists(path):
         return None
@@ -547,10 +547,12 @@ def read_runs(paths):
     with open(path) as f:
         for line in f:
             fields = line.split()
-            if len(fields) == 4:
-                name, seconds, start, end = fields
-                parts.append(f"{name} {seconds} s, load {start} -> {end}")
-    return "; ".join(parts) + " (duration, 1-minute load average at start and end)" if parts else None
+            if len(fields) >= 4:
+                name, seconds, start, end = fields[:4]
+                foreign = f", other processes {fields[4]} cores" if len(fields) > 4 else ""
+                parts.append(f"{name} {seconds} s, load {start} -> {end}{foreign}")
+    return ("; ".join(parts) + " (duration; 1-minute load average at start and end, mha_bench's own threads "
+            "included; CPU time of all other processes over the run's wall time)") if parts else None
 
 
 def read_memory(path):
