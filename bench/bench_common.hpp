@@ -1,10 +1,12 @@
 #pragma once
-// What every mha_bench file shares: the shapes swept, the FLOP count and the GFLOP/s counter.
+// What every mha_bench file shares: the shapes swept, the FLOP count, the GFLOP/s counter and the
+// case cache.
 //
 // Every attention case is one `->Args({B, L, E, H, causal, threads})` row, so a benchmark's name
-// reads `BM_<family>/<B>/<L>/<E>/<H>/<causal>/<threads>/real_time`; bench/summarize.py parses
-// exactly that. Times are wall-clock (`UseRealTime`): with threads, CPU time would add up the
-// cores.
+// reads `BM_<family>/<B>/<L>/<E>/<H>/<causal>/<threads>/real_time`; the GEMM cases are
+// `<M>/<K>/<N>/<threads>` and the attention-core cases `<L>/<d>/<H>/<threads>`. bench/summarize.py
+// and bench/plot.py parse exactly that. Times are wall-clock (`UseRealTime`): with threads, CPU
+// time would add up the cores.
 
 #include <benchmark/benchmark.h>
 

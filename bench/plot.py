@@ -69,7 +69,7 @@ def marker(kind, x, y, colour):
     return ""
 
 
-def draw(data, subtitle):
+def draw(data, subtitle, ceiling_label):
     panels = sorted(data)
     lengths = sorted({L for panel in data.values() for pts in panel.values() for L, _ in pts})
     top = max(v for panel in data.values() for pts in panel.values() for _, v in pts)
@@ -84,6 +84,7 @@ def draw(data, subtitle):
            f'  <text x="20" y="30" font-size="18" font-weight="bold">Self-attention forward, B = 1, E = '
            f'{summarize.SWEEP_E}, H = {summarize.SWEEP_H}, non-causal, float: GF/s against sequence length</text>',
            f'  <text x="20" y="52" font-size="12" fill="#555">{escape(subtitle)}</text>']
+    series = SERIES[:3] + [(ceiling_label,) + SERIES[3][1:]]
     for p, threads in enumerate(panels):
         x0 = LEFT + p * (PANEL_W + GAP)
 
@@ -107,7 +108,7 @@ def draw(data, subtitle):
                    'sequence length L = S (log2 scale)</text>')
         out.append(f'  <text transform="translate({x0 - 46},{TOP + PANEL_H / 2:.0f}) rotate(-90)" text-anchor="middle" '
                    'font-size="12">GFLOP/s</text>')
-        for i, (name, colour, dash, kind) in enumerate(SERIES):
+        for i, (name, colour, dash, kind) in enumerate(series):
             pts = data[threads].get(i, [])
             if not pts:
                 continue
@@ -120,7 +121,7 @@ def draw(data, subtitle):
                     out.append("  " + m)
     # Legend, one row under the panels.
     lx, ly = LEFT, TOP + PANEL_H + 68
-    for name, colour, dash, kind in SERIES:
+    for name, colour, dash, kind in series:
         dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
         out.append(f'  <line x1="{lx}" y1="{ly}" x2="{lx + 28}" y2="{ly}" stroke="{colour}" stroke-width="2"{dash_attr}/>')
         m = marker(kind, lx + 14, ly, colour)
@@ -129,8 +130,8 @@ def draw(data, subtitle):
         out.append(f'  <text x="{lx + 36}" y="{ly + 4}" font-size="12">{escape(name)}</text>')
         lx += 36 + 7 * len(name) + 30
     out.append(f'  <text x="20" y="{height - 26}" font-size="11" fill="#555">FLOPs: 8 L E^2 + 4 L^2 E (the four '
-               'projections, Q K^T and P V). Ceiling: OpenBLAS sgemm GF/s on [L, E] x [E, 3E] at the same '
-               'thread count.</text>')
+               f'projections, Q K^T and P V). Ceiling: {escape(ceiling_label.split(",")[0])} GF/s on [L, E] x [E, 3E] '
+               'at the same thread count.</text>')
     out.append(f'  <text x="20" y="{height - 10}" font-size="11" fill="#555">Medians of the repetitions; the load '
                'average of each run is in bench/README.md. Drawn by bench/plot.py from mha_bench JSON.</text>')
     out.append("</svg>")
@@ -160,11 +161,13 @@ def main():
     parser.add_argument("-o", "--output", default="docs/bench_seqlen.svg", help="SVG to write")
     args = parser.parse_args()
     results, context = summarize.load(args.json)
-    data = sweep_data(summarize.Results(results))
+    res = summarize.Results(results)
+    data = sweep_data(res)
     if not data:
         sys.exit("plot.py: no sweep rows (BM_MHA/1/<L>/512/8/0/<threads>) in these files")
     with open(args.output, "w") as f:
-        f.write(draw(data, subtitle_of(context)))
+        ceiling = ("OpenBLAS sgemm" if res.ceiling_family() == summarize.OPENBLAS_F32 else "Eigen GEMM (no OpenBLAS results)")
+        f.write(draw(data, subtitle_of(context), ceiling + ", in-projection (ceiling)"))
     print(f"wrote {args.output}")
 
 
