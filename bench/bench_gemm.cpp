@@ -19,7 +19,6 @@
 
 #if MHA_BENCH_HAVE_CBLAS
 #include <cblas.h>
-#include <dlfcn.h>
 #endif
 
 #include "bench_common.hpp"
@@ -79,12 +78,6 @@ void BM_GemmPackedF32(benchmark::State& state) { gemm_packed<float>(state); }
 void BM_GemmPackedF64(benchmark::State& state) { gemm_packed<double>(state); }
 
 #if MHA_BENCH_HAVE_CBLAS
-// OpenBLAS's thread count, when the CBLAS is OpenBLAS (looked up at run time).
-void set_blas_threads(int threads) {
-  using SetThreads = void (*)(int);
-  if (auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) set(threads);
-}
-
 void cblas_xwt(int M, int N, int K, const float* x, const float* w, float* y) {
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, K, w, K, 0.0f, y, N);
 }
@@ -100,14 +93,14 @@ void gemm_openblas(benchmark::State& state) {
   const mha::Matrix<Scalar> x = mha::Matrix<Scalar>::Random(M, K);  // [M, K]
   const mha::Matrix<Scalar> w = mha::Matrix<Scalar>::Random(N, K);  // [N, K]
   mha::Matrix<Scalar> y(M, N);                                      // [M, N]
-  set_blas_threads(threads);
+  mha_bench::set_openblas_threads(threads);
   cblas_xwt(M, N, K, x.data(), w.data(), y.data());
   for (auto _ : state) {
     cblas_xwt(M, N, K, x.data(), w.data(), y.data());
     benchmark::DoNotOptimize(y.data());
     benchmark::ClobberMemory();
   }
-  set_blas_threads(1);
+  mha_bench::set_openblas_threads(1);
   mha_bench::set_gflops(state, 2.0 * double(M) * double(K) * double(N));
 }
 

@@ -1,4 +1,5 @@
-// BM_MHA / BM_MHA_Reference: one self-attention forward of mha::MultiHeadAttention<float>.
+// BM_MHA / BM_MHA_Reference: one self-attention forward of mha::MultiHeadAttention<float>;
+// BM_MHA_F64: the same forward as BM_MHA in double (non-causal shapes, bench_common.hpp's f64_args).
 //
 // Self-attention: one `[B L, E]` buffer is passed as query, key and value through BatchView, so
 // the layer projects with its packed `[3E, E]` GEMM. The allocation-free overload runs with a
@@ -17,10 +18,8 @@
 
 namespace {
 
-using Scalar = float;
-
-// Everything one case needs, built once and kept across the repetitions of that case (Google
-// Benchmark runs the repetitions of a case back to back), then replaced by the next case's.
+// Everything one case needs, built (and warmed) once and kept for the process (CaseCache).
+template <class Scalar>
 struct MhaCase {
   std::array<std::int64_t, 6> args;  // B, L, E, H, causal, threads
   mha::Kernel kernel;
@@ -52,17 +51,15 @@ struct MhaCase {
   }
 };
 
-void run_case(benchmark::State& state, mha::Kernel kernel, std::unique_ptr<MhaCase>& cache) {
+template <class Scalar>
+void run_case(benchmark::State& state, mha::Kernel kernel, mha_bench::CaseCache<MhaCase<Scalar>>& cache) {
   const std::array<std::int64_t, 6> args = {state.range(0), state.range(1), state.range(2),
                                             state.range(3), state.range(4), state.range(5)};
   try {
-    if (!cache || cache->args != args || cache->kernel != kernel) {
-      cache.reset();  // free the previous case's buffers first
-      cache = std::make_unique<MhaCase>(args, kernel);
-    }
+    MhaCase<Scalar>& c = cache.get({args.begin(), args.end()}, args, kernel);
     for (auto _ : state) {
-      cache->run();
-      benchmark::DoNotOptimize(cache->output.data());
+      c.run();
+      benchmark::DoNotOptimize(c.output.data());
       benchmark::ClobberMemory();
     }
   } catch (const std::exception& e) {
@@ -73,16 +70,23 @@ void run_case(benchmark::State& state, mha::Kernel kernel, std::unique_ptr<MhaCa
 }
 
 void BM_MHA(benchmark::State& state) {
-  static std::unique_ptr<MhaCase> cache;
+  static mha_bench::CaseCache<MhaCase<float>> cache;
   run_case(state, mha::Kernel::automatic, cache);
 }
 
 void BM_MHA_Reference(benchmark::State& state) {
-  static std::unique_ptr<MhaCase> cache;
+  static mha_bench::CaseCache<MhaCase<float>> cache;
   run_case(state, mha::Kernel::reference, cache);
+}
+
+void BM_MHA_F64(benchmark::State& state) {
+  static mha_bench::CaseCache<MhaCase<double>> cache;
+  run_case(state, mha::Kernel::automatic, cache);
 }
 
 }  // namespace
 
-BENCHMARK(BM_MHA)->Apply(mha_bench::attention_args);
+// BM_MHA also runs the sequence-length sweep of the chart; the reference path only the shapes.
+BENCHMARK(BM_MHA)->Apply(mha_bench::attention_sweep_args);
 BENCHMARK(BM_MHA_Reference)->Apply(mha_bench::attention_args);
+BENCHMARK(BM_MHA_F64)->Apply(mha_bench::f64_args);

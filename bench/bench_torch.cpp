@@ -1,11 +1,28 @@
-// BM_Torch: the PyTorch baseline, LibTorch's torch::nn::MultiheadAttention on the same shapes as
-// BM_MHA (built only with MHA_BENCH_HAVE_TORCH).
+// The PyTorch baselines, on the same shapes as BM_MHA (built only with MHA_BENCH_HAVE_TORCH):
+//
+//   BM_Torch           torch::nn::MultiheadAttention, float
+//   BM_TorchNative     at::_native_multi_head_attention, float: the fused op that Python's
+//                      nn.MultiheadAttention calls in eval mode (batch_first, no attn_mask)
+//   BM_TorchF64        the module in double (non-causal shapes, like BM_MHA_F64)
+//   BM_TorchNativeF64  the native op in double
 //
 // The module runs in eval mode under NoGradGuard and InferenceMode, need_weights = false, on one
 // `[L, B, E]` tensor passed as query, key and value (LibTorch's C++ module is sequence-first and
 // has no batch_first), so it also takes its packed-projection branch. Causal cases pass a float
 // `[L, L]` attn_mask with -inf above the diagonal: LibTorch 1.13's C++ module has no is_causal,
 // and it computes the masked scores anyway, so its causal time is its dense time.
+//
+// The native op gets the module's own weights and biases (in_proj_weight [3E, E], in_proj_bias,
+// out_proj) and the same input made batch-first, `[B, L, E]`, need_weights = false. Causal: in
+// LibTorch 1.13 on the CPU, mask_type 0 (an `[L, S]` src_mask) throws "src_mask not currently
+// supported on CPU", so the case passes a bool mask of the scores' own shape `[B, H, L, S]` (true
+// above the diagonal: masked) with mask_type 2, built once outside the timing loop. The op still
+// computes every score (one batched GEMM over [L, S], then a masked softmax): its causal time is
+// its dense time too. Python 1.13 never reaches this op with an attn_mask (the fast path requires
+// attn_mask None), so causal users of nn.MultiheadAttention get the module's path instead. Each
+// native case checks once, when it is built, that its output equals the module's on the same
+// input (max |difference| / max(1, max |module|) < 1e-4 in float, 1e-10 in double, or the case
+// fails), and reports the difference as the counter `diff_vs_module`.
 //
 // Threads: torch::set_num_threads(threads) sets its intra-op (OpenMP) pool; Debian's LibTorch
 // runs its float GEMMs in OpenBLAS, whose own pthread pool torch does not size, so the case sets
@@ -27,11 +44,13 @@
 #include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdlib>
 #include <exception>
 #include <memory>
+#include <stdexcept>
 
 namespace {
 
@@ -57,29 +76,66 @@ bool match_blas_threads() {
   return !(mode && std::string(mode) == "env");
 }
 
+enum class TorchOp { module, native };
+
 struct TorchCase {
   std::array<std::int64_t, 6> args;  // B, L, E, H, causal, threads
+  TorchOp op;
+  torch::Dtype dtype;
   torch::nn::MultiheadAttention layer{nullptr};
-  torch::Tensor x;     // [L, B, E]: query, key and value
-  torch::Tensor mask;  // [L, L] float, -inf above the diagonal; undefined unless causal
+  torch::Tensor x;            // [L, B, E]: query, key and value of the module
+  torch::Tensor mask;         // [L, L] float, -inf above the diagonal; undefined unless causal
+  torch::Tensor x_batch;      // [B, L, E]: x batch-first, for the native op
+  torch::Tensor native_mask;  // [B, H, L, L] bool, true above the diagonal; undefined unless causal
+  double diff_vs_module = 0;  // native op against the module, relative to max(1, max |module|)
 
-  explicit TorchCase(const std::array<std::int64_t, 6>& a) : args(a) {
+  TorchCase(const std::array<std::int64_t, 6>& a, TorchOp o, torch::Dtype t) : args(a), op(o), dtype(t) {
     const std::int64_t B = a[0], L = a[1], E = a[2], H = a[3];
     torch::manual_seed(42);
     layer = torch::nn::MultiheadAttention(torch::nn::MultiheadAttentionOptions(E, H));
+    layer->to(dtype);
     layer->eval();
-    x = torch::randn({L, B, E});
-    if (a[4] != 0) mask = torch::full({L, L}, -INFINITY).triu(1);
+    x = torch::randn({L, B, E}, torch::TensorOptions().dtype(dtype));
+    if (a[4] != 0) mask = torch::full({L, L}, -INFINITY, torch::TensorOptions().dtype(dtype)).triu(1);
+    if (op == TorchOp::native) {
+      x_batch = x.transpose(0, 1).contiguous();
+      if (a[4] != 0)
+        native_mask = torch::ones({L, L}, torch::TensorOptions().dtype(torch::kBool)).triu(1).expand({B, H, L, L}).contiguous();
+      // Same computation as the module? One comparison per case, outside the timing.
+      const torch::Tensor expected = run_module().transpose(0, 1);  // [B, L, E]
+      const torch::Tensor got = run_native();
+      diff_vs_module = (got - expected).abs().max().item<double>() /
+                       std::max(1.0, expected.abs().max().item<double>());
+      const double tolerance = dtype == torch::kDouble ? 1e-10 : 1e-4;
+      if (!(diff_vs_module < tolerance))
+        throw std::runtime_error("_native_multi_head_attention differs from the module by " +
+                                 std::to_string(diff_vs_module) + " (relative), tolerance " +
+                                 std::to_string(tolerance));
+    }
     run();  // warm-up: allocator caches, lazily created thread pools
   }
 
-  torch::Tensor run() {
+  torch::Tensor run_module() {
     return std::get<0>(layer->forward(x, x, x, /*key_padding_mask=*/{}, /*need_weights=*/false, mask));
   }
+
+  torch::Tensor run_native() {
+    const torch::Tensor& q = x_batch;
+    c10::optional<torch::Tensor> m;
+    c10::optional<std::int64_t> mask_type;
+    if (native_mask.defined()) {
+      m = native_mask;
+      mask_type = 2;  // a mask of the scores' shape [B, H, L, S]
+    }
+    return std::get<0>(at::_native_multi_head_attention(
+        q, q, q, args[2], args[3], layer->in_proj_weight, layer->in_proj_bias, layer->out_proj->weight,
+        layer->out_proj->bias, m, /*need_weights=*/false, /*average_attn_weights=*/true, mask_type));
+  }
+
+  torch::Tensor run() { return op == TorchOp::native ? run_native() : run_module(); }
 };
 
-void BM_Torch(benchmark::State& state) {
-  static std::unique_ptr<TorchCase> cache;
+void run_torch_case(benchmark::State& state, TorchOp op, torch::Dtype dtype, mha_bench::CaseCache<TorchCase>& cache) {
   const std::array<std::int64_t, 6> args = {state.range(0), state.range(1), state.range(2),
                                             state.range(3), state.range(4), state.range(5)};
   mha_bench::set_torch_threads(static_cast<int>(args[5]));
@@ -91,13 +147,12 @@ void BM_Torch(benchmark::State& state) {
   }
   torch::NoGradGuard no_grad;
   c10::InferenceMode inference;
+  double diff_vs_module = 0;
   try {
-    if (!cache || cache->args != args) {
-      cache.reset();
-      cache = std::make_unique<TorchCase>(args);
-    }
+    TorchCase& c = cache.get({args.begin(), args.end()}, args, op, dtype);
+    diff_vs_module = c.diff_vs_module;
     for (auto _ : state) {
-      torch::Tensor out = cache->run();
+      torch::Tensor out = c.run();
       benchmark::DoNotOptimize(out.data_ptr());
       benchmark::ClobberMemory();
     }
@@ -106,11 +161,35 @@ void BM_Torch(benchmark::State& state) {
     return;
   }
   mha_bench::set_gflops(state, mha_bench::attention_flops(args[0], args[1], args[2]));
+  if (op == TorchOp::native) state.counters["diff_vs_module"] = diff_vs_module;
+}
+
+void BM_Torch(benchmark::State& state) {
+  static mha_bench::CaseCache<TorchCase> cache;
+  run_torch_case(state, TorchOp::module, torch::kFloat, cache);
+}
+
+void BM_TorchNative(benchmark::State& state) {
+  static mha_bench::CaseCache<TorchCase> cache;
+  run_torch_case(state, TorchOp::native, torch::kFloat, cache);
+}
+
+void BM_TorchF64(benchmark::State& state) {
+  static mha_bench::CaseCache<TorchCase> cache;
+  run_torch_case(state, TorchOp::module, torch::kDouble, cache);
+}
+
+void BM_TorchNativeF64(benchmark::State& state) {
+  static mha_bench::CaseCache<TorchCase> cache;
+  run_torch_case(state, TorchOp::native, torch::kDouble, cache);
 }
 
 }  // namespace
 
-BENCHMARK(BM_Torch)->Apply(mha_bench::attention_args);
+BENCHMARK(BM_Torch)->Apply(mha_bench::attention_sweep_args);
+BENCHMARK(BM_TorchNative)->Apply(mha_bench::attention_sweep_args);
+BENCHMARK(BM_TorchF64)->Apply(mha_bench::f64_args);
+BENCHMARK(BM_TorchNativeF64)->Apply(mha_bench::f64_args);
 
 namespace mha_bench {
 void set_torch_threads(int threads) {
@@ -130,7 +209,7 @@ void add_torch_context() {
 }
 }  // namespace mha_bench
 
-#else  // no LibTorch: no BM_Torch
+#else  // no LibTorch: no BM_Torch*
 
 namespace mha_bench {
 void add_torch_context() { benchmark::AddCustomContext("torch_version", "not built (MHA_BENCH_HAVE_TORCH unset)"); }
