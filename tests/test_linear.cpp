@@ -42,6 +42,32 @@ TEMPLATE_TEST_CASE("Linear forward equals x W^T + b computed by loops", "[linear
   }
 }
 
+TEMPLATE_TEST_CASE("A few rows split the output columns over threads, bitwise as one thread", "[linear]", float,
+                   double) {
+  // One and three rows against 1000 outputs: too few rows for row blocks, so two threads take
+  // half of W each (linear_kernel.hpp); each output's sum must not change, and the column split
+  // (panel-aligned, an uneven last block) must cover every column once.
+  using S = TestType;
+  std::mt19937 rng(5);
+  const Index in = 37, out = 1000;
+  Linear<S> lin(in, out, true);
+  const Mat<S> w = mha_test::random_matrix<S>(rng, out, in);
+  const mha::RowVector<S> b = mha_test::random_row<S>(rng, out);
+  lin.set_weight(w);
+  lin.set_bias(b);
+  for (const Index T : {Index(1), Index(3)}) {
+    CAPTURE(T);
+    const Mat<S> x = mha_test::random_matrix<S>(rng, T, in);
+    mha::set_num_threads(1);
+    const Mat<S> one = lin.forward(x);
+    mha::set_num_threads(2);
+    const Mat<S> two = lin.forward(x);
+    mha::set_num_threads(0);
+    REQUIRE(mha_test::exactly_equal(one, two));
+    REQUIRE_CLOSE_T(S, two, mha_test::ref_linear(x, mha_test::cast<double>(w), mha_test::cast_row<double>(b)));
+  }
+}
+
 TEMPLATE_TEST_CASE("A new Linear is zero and computes zeros", "[linear]", float, double) {
   Linear<TestType> lin(3, 2);
   REQUIRE(lin.weight().isZero(0));

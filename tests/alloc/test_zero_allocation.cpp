@@ -90,7 +90,9 @@ bool hook_counts_allocations() {
 // decode steps allocate nothing (the cache is allocated once, at construction).
 template <class Scalar, class Storage>
 void check_decoder(const std::string& name, mha::Index window, int threads) {
-  mha::GroupedQueryAttentionOptions o(64, 8, 2);
+  // E = 512: wide enough that a decode step's one-row projections split their output columns
+  // over two threads (linear_kernel.hpp), whose packing buffers must be reserved too.
+  mha::GroupedQueryAttentionOptions o(512, 8, 2);
   o.rope = mha::RopeOptions{};
   o.alibi = window == 0;
   o.sliding_window = window;
@@ -98,8 +100,8 @@ void check_decoder(const std::string& name, mha::Index window, int threads) {
   const mha::GroupedQueryAttention<Scalar> layer(o, 1);
   auto cache = layer.template make_cache<Storage>(2, 2100, 8);
   mha::DecoderWorkspace<Scalar> ws;
-  const mha::Matrix<Scalar> prompt = mha::Matrix<Scalar>::Random(2 * 8, 64), token = mha::Matrix<Scalar>::Random(2, 64);
-  mha::Matrix<Scalar> out8(2 * 8, 64), out1(2, 64);
+  const mha::Matrix<Scalar> prompt = mha::Matrix<Scalar>::Random(2 * 8, 512), token = mha::Matrix<Scalar>::Random(2, 512);
+  mha::Matrix<Scalar> out8(2 * 8, 512), out1(2, 512);
   // Warm-up: a prefill chunk, a short decode step, and a decode step over more than 1024 keys
   // (the split-K path), so every buffer has met its largest shape.
   layer.forward(prompt, cache, ws, out8, threads);
