@@ -71,7 +71,8 @@ struct WideLoad {
 };
 
 template <class Packet, class KV>
-struct WideLoad<Packet, KV, std::enable_if_t<std::is_same<KV, typename Eigen::internal::unpacket_traits<Packet>::type>::value>> {
+struct WideLoad<Packet, KV,
+                std::enable_if_t<std::is_same<KV, typename Eigen::internal::unpacket_traits<Packet>::type>::value>> {
   static constexpr bool in_registers = true;
   static EIGEN_ALWAYS_INLINE Packet load(const KV* src) { return Eigen::internal::ploadu<Packet>(src); }
 };
@@ -162,8 +163,9 @@ struct RowRange {
 /// Software prefetch `distance` rows ahead of the kernel, in the order it reads them: this
 /// operand's rows, then `next`'s (the V tile after a K tile, the next K tile after a V tile).
 ///
-/// Why: K and V alternate every tile, and the hardware prefetchers, which follow one stream at a
-/// time, started each tile's stream cold; the loads of both passes stalled on DRAM. Measured on
+/// Why: with the hardware prefetchers alone, both passes stalled on DRAM (perf annotate: the
+/// hottest instructions were the first uses of freshly loaded K and V rows), K and V alternating
+/// every tile as two separate streams. Measured on
 /// the decode bench (S = 4096, H 32, Hkv 8, d 128, one thread, interleaved runs, ms f32 / bf16):
 /// no prefetch 2.8-2.9 / 2.0, 8 rows ahead 2.2 / 1.7, 24 rows 2.23-2.35 / 1.41-1.50, 32 rows
 /// 2.25-2.35 / 1.45-1.47, 64 rows 2.38 / 1.54-1.57.
@@ -278,7 +280,9 @@ EIGEN_ALWAYS_INLINE void value_block(const Scalar* p, Index p_ld, const KV* v, I
   constexpr int P = Blocking::P;
   using namespace Eigen::internal;
   Packet a[R][C];
-  unroll<R>([&](auto i) MHA_LAMBDA_INLINE { unroll<C>([&](auto c) MHA_LAMBDA_INLINE { a[i][c] = ploadu<Packet>(acc + i * acc_ld + c * P); }); });
+  unroll<R>([&](auto i) MHA_LAMBDA_INLINE {
+    unroll<C>([&](auto c) MHA_LAMBDA_INLINE { a[i][c] = ploadu<Packet>(acc + i * acc_ld + c * P); });
+  });
   for (Index j = 0; j < width; ++j) {
     Packet vp[C];
     unroll<C>([&](auto c) MHA_LAMBDA_INLINE { vp[c] = Load::load(v + j * v_ld + c * P); });
@@ -288,7 +292,9 @@ EIGEN_ALWAYS_INLINE void value_block(const Scalar* p, Index p_ld, const KV* v, I
       unroll<C>([&](auto c) MHA_LAMBDA_INLINE { a[i][c] = pmadd(w, vp[c], a[i][c]); });
     });
   }
-  unroll<R>([&](auto i) MHA_LAMBDA_INLINE { unroll<C>([&](auto c) MHA_LAMBDA_INLINE { pstoreu(acc + i * acc_ld + c * P, a[i][c]); }); });
+  unroll<R>([&](auto i) MHA_LAMBDA_INLINE {
+    unroll<C>([&](auto c) MHA_LAMBDA_INLINE { pstoreu(acc + i * acc_ld + c * P, a[i][c]); });
+  });
 }
 
 /// `acc [M, dv] += p [M, width] v`: rows in blocks of 4, 2, 1 (each acc element adds the keys in

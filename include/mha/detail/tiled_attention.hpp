@@ -184,7 +184,8 @@ void attend_tile(const AttentionProblem<Scalar, KV>& p, const TileTask& task, co
     Block s = scratch.block(0, 0, M, width);
     const bool streaming = !packed && M <= kStreamingRows;
     // The streaming kernel reads a bf16 / f16 cache directly where it can widen in registers.
-    constexpr bool direct_kv = std::is_same<KV, Scalar>::value || StreamingBlocking<Scalar>::template widens_in_registers<KV>();
+    constexpr bool direct_kv =
+        std::is_same<KV, Scalar>::value || StreamingBlocking<Scalar>::template widens_in_registers<KV>();
     const Scalar* k = nullptr;  // Scalar paths: [width, d], rows k_ld apart
     const Scalar* v = nullptr;  // Scalar paths: [width, dv], rows v_ld apart
     Index k_ld = 0, v_ld = 0;
