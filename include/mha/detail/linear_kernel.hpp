@@ -30,8 +30,7 @@ struct LinearSplit {
   Index blocks() const { return row_blocks * col_blocks; }
 };
 
-template <class Scalar>
-LinearSplit linear_split(Index rows, Index out, int threads) {
+inline LinearSplit linear_split(Index rows, Index out, int threads) {
   LinearSplit split;
   split.row_blocks = std::max<Index>(1, std::min<Index>(threads, rows / 64));
   if (split.row_blocks == 1 && threads > 1) split.col_blocks = std::max<Index>(1, std::min<Index>(threads, out / 256));
@@ -57,7 +56,7 @@ void linear_rows_with(const X& x, const WeightSlice<Scalar>& w, const Scalar* bi
                       bool accumulate, BuffersOf&& buffers_of) {
   MHA_ASSERT(x.rows() == y.rows() && x.cols() == w.in && y.cols() == w.out);
   const Index rows = x.rows(), out = w.out, in = w.in;
-  const LinearSplit split = linear_split<Scalar>(rows, out, threads);
+  const LinearSplit split = linear_split(rows, out, threads);
   const Index per_block = (rows + split.row_blocks - 1) / split.row_blocks;
   parallel_for(static_cast<int>(split.blocks()), split.blocks(), [&](Index b, int thread) {
     const Index begin = (b / split.col_blocks) * per_block, count = std::min(per_block, rows - begin);
@@ -86,7 +85,7 @@ void linear_rows_with(const X& x, const WeightSlice<Scalar>& w, const Scalar* bi
 template <class Scalar, class X, class Y>
 void linear_rows(const X& x, const WeightSlice<Scalar>& w, const Scalar* bias, Y&& y, int threads,
                  ScratchPool<Scalar>& pool, bool accumulate = false) {
-  const LinearSplit split = linear_split<Scalar>(x.rows(), w.out, threads);
+  const LinearSplit split = linear_split(x.rows(), w.out, threads);
   pool.reserve_pack(static_cast<int>(split.blocks()), (x.rows() + split.row_blocks - 1) / split.row_blocks,
                     linear_col_range<Scalar>(w.out, split.col_blocks, 0).second, w.in);
   linear_rows_with(x, w, bias, std::forward<Y>(y), threads, accumulate,

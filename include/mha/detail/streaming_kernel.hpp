@@ -54,13 +54,12 @@
 namespace mha {
 namespace detail {
 
-/// Loads one packet of Scalar from P contiguous KV values (unaligned), widening bf16 / f16.
-/// `in_registers` says whether the widening is a packet operation; where it is not (a double
-/// layer over a 16-bit cache, f16 without F16C, a build without AVX) the values go one by one
-/// through an aligned buffer, and attend_tile widens whole tiles into a buffer instead.
+/// Loads one packet of Scalar from P contiguous KV values (unaligned), widening bf16 / f16 in
+/// registers where the build has a packet conversion; elsewhere (a double layer over a float or
+/// 16-bit cache, f16 without F16C, a build without AVX) the values go one by one through an
+/// aligned buffer.
 template <class Packet, class KV, class = void>
 struct WideLoad {
-  static constexpr bool in_registers = false;
   static Packet load(const KV* src) {
     using Scalar = typename Eigen::internal::unpacket_traits<Packet>::type;
     constexpr int P = Eigen::internal::unpacket_traits<Packet>::size;
@@ -73,14 +72,12 @@ struct WideLoad {
 template <class Packet, class KV>
 struct WideLoad<Packet, KV,
                 std::enable_if_t<std::is_same<KV, typename Eigen::internal::unpacket_traits<Packet>::type>::value>> {
-  static constexpr bool in_registers = true;
   static EIGEN_ALWAYS_INLINE Packet load(const KV* src) { return Eigen::internal::ploadu<Packet>(src); }
 };
 
 #if defined(EIGEN_VECTORIZE_AVX512)
 template <>
 struct WideLoad<Eigen::internal::Packet16f, Eigen::bfloat16, void> {
-  static constexpr bool in_registers = true;
   static EIGEN_ALWAYS_INLINE Eigen::internal::Packet16f load(const Eigen::bfloat16* src) {
     using namespace Eigen::internal;
     return pcast<Packet16bf, Packet16f>(ploadu<Packet16bf>(src));
@@ -89,7 +86,6 @@ struct WideLoad<Eigen::internal::Packet16f, Eigen::bfloat16, void> {
 #if defined(__F16C__)
 template <>
 struct WideLoad<Eigen::internal::Packet16f, Eigen::half, void> {
-  static constexpr bool in_registers = true;
   static EIGEN_ALWAYS_INLINE Eigen::internal::Packet16f load(const Eigen::half* src) {
     return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src)));
   }
@@ -98,7 +94,6 @@ struct WideLoad<Eigen::internal::Packet16f, Eigen::half, void> {
 #elif defined(EIGEN_VECTORIZE_AVX)
 template <>
 struct WideLoad<Eigen::internal::Packet8f, Eigen::bfloat16, void> {
-  static constexpr bool in_registers = true;
   static EIGEN_ALWAYS_INLINE Eigen::internal::Packet8f load(const Eigen::bfloat16* src) {
     using namespace Eigen::internal;
     return pcast<Packet8bf, Packet8f>(ploadu<Packet8bf>(src));
@@ -107,7 +102,6 @@ struct WideLoad<Eigen::internal::Packet8f, Eigen::bfloat16, void> {
 #if defined(__F16C__)
 template <>
 struct WideLoad<Eigen::internal::Packet8f, Eigen::half, void> {
-  static constexpr bool in_registers = true;
   static EIGEN_ALWAYS_INLINE Eigen::internal::Packet8f load(const Eigen::half* src) {
     return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src)));
   }
@@ -126,11 +120,6 @@ struct StreamingBlocking {
   /// Value packets per acc block: R C accumulators + C value packets + a broadcast fit the
   /// register file (32 vector registers: 4 x 4 + 4 + 1; 16: 4 x 2 + 2 + 1).
   static constexpr int value_packets = EIGEN_ARCH_DEFAULT_NUMBER_OF_REGISTERS >= 32 ? 4 : 2;
-  /// True when the kernel widens KV in registers (see WideLoad).
-  template <class KV>
-  static constexpr bool widens_in_registers() {
-    return WideLoad<Packet, KV>::in_registers;
-  }
 };
 
 /// Fetches the cache line at `address` into L2 (a hint; no effect without GCC/Clang builtins).

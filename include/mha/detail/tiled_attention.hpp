@@ -183,18 +183,15 @@ void attend_tile(const AttentionProblem<Scalar, KV>& p, const TileTask& task, co
     const Index width = std::min(Bk, key_hi - j0);
     Block s = scratch.block(0, 0, M, width);
     const bool streaming = !packed && M <= kStreamingRows;
-    // The streaming kernel reads a bf16 / f16 cache directly where it can widen in registers.
-    constexpr bool direct_kv =
-        std::is_same<KV, Scalar>::value || StreamingBlocking<Scalar>::template widens_in_registers<KV>();
-    const Scalar* k = nullptr;  // Scalar paths: [width, d], rows k_ld apart
-    const Scalar* v = nullptr;  // Scalar paths: [width, dv], rows v_ld apart
+    const Scalar* k = nullptr;  // direct path: [width, d], rows k_ld apart
+    const Scalar* v = nullptr;  // direct path: [width, dv], rows v_ld apart
     Index k_ld = 0, v_ld = 0;
     if constexpr (std::is_same<KV, Scalar>::value) {
       k = p.k.row(n, task.kv, j0);
       v = p.v.row(n, task.kv, j0);
       k_ld = p.k.row_stride;
       v_ld = p.v.row_stride;
-    } else if (!packed && !(streaming && direct_kv)) {
+    } else if (!packed && !streaming) {
       // A cache tile in bf16 / f16 is widened once (vectorised), then read like any other.
       convert_rows(p.k.row(n, task.kv, j0), p.k.row_stride, width, d, kv_buffer.data(), kv_buffer.cols());
       convert_rows(p.v.row(n, task.kv, j0), p.v.row_stride, width, dv, kv_buffer.data() + d, kv_buffer.cols());
@@ -205,12 +202,9 @@ void attend_tile(const AttentionProblem<Scalar, KV>& p, const TileTask& task, co
     if (packed) {
       gemm_packed(q_packed, packed->keys_t.middle_cols(j0, width), Scalar(1), s.data(), ld, false);  // (scale Q) K^T
     } else if (streaming) {
-      // Few rows (decoding): each key row read once, by the decode micro-kernel.
-      if constexpr (direct_kv)
-        stream_scores(M, width, d, q.data(), ld, p.k.row(n, task.kv, j0), p.k.row_stride, s.data(), ld,
-                      RowPrefetch{key_rows(j0, width), value_rows(j0, width), RowPrefetch::kDistance});
-      else
-        stream_scores(M, width, d, q.data(), ld, k, k_ld, s.data(), ld);
+      // Few rows (decoding): each key row read once, where it lies, by the decode micro-kernel.
+      stream_scores(M, width, d, q.data(), ld, p.k.row(n, task.kv, j0), p.k.row_stride, s.data(), ld,
+                    RowPrefetch{key_rows(j0, width), value_rows(j0, width), RowPrefetch::kDistance});
     } else {
       s.setZero();
       gemm_accumulate<false>(M, width, d, q.data(), ld, k, k_ld, s.data(), ld, Scalar(1), gemm);  // (scale Q) K^T
@@ -223,12 +217,9 @@ void attend_tile(const AttentionProblem<Scalar, KV>& p, const TileTask& task, co
         const PackedA<Scalar> weights = pack_a(M, width, s.data(), ld, p_packed);
         gemm_packed(weights, packed->values.middle_depth(j0, width), Scalar(1), acc.data(), ld, true);  // += P V
       } else if (streaming) {  // acc += P V, each value row read once
-        if constexpr (direct_kv)
-          stream_values(M, width, dv, s.data(), ld, p.v.row(n, task.kv, j0), p.v.row_stride, acc.data(), ld,
-                        RowPrefetch{value_rows(j0, width), key_rows(j0 + width, std::min(Bk, key_hi - j0 - width)),
-                                    RowPrefetch::kDistance});
-        else
-          stream_values(M, width, dv, s.data(), ld, v, v_ld, acc.data(), ld);
+        stream_values(M, width, dv, s.data(), ld, p.v.row(n, task.kv, j0), p.v.row_stride, acc.data(), ld,
+                      RowPrefetch{value_rows(j0, width), key_rows(j0 + width, std::min(Bk, key_hi - j0 - width)),
+                                  RowPrefetch::kDistance});
       } else {
         gemm_accumulate<true>(M, dv, width, s.data(), ld, v, v_ld, acc.data(), ld, Scalar(1), gemm);  // += P V
       }
