@@ -12,20 +12,22 @@
 // of it:
 //   - scores: a block of R query rows x KB keys accumulates R KB dot products in R KB registers
 //     across d (lanes hold d); each key packet is loaded (and widened) once for the R rows, keys
-//     are read one after the other. R KB is the packet size P, and one register transpose of the
-//     P accumulators (Eigen's ptranspose) plus P - 1 additions turns them into one packet of P
-//     scores: a horizontal sum per score would cost as much as its dot product.
+//     are read one after the other. R KB is the packet size P, and one transposing reduction of
+//     the P accumulators (sum_lanes, lane_sums.hpp) turns them into one packet of P scores: a
+//     horizontal sum per score would cost as much as its dot product.
 //   - values: R rows x C packets of acc stay in registers across every key of the tile: per key,
 //     C value packets (widened once) and R broadcast weights feed R C FMAs.
 //   - both passes prefetch into L2 the rows they will read next (RowPrefetch).
 // Summation orders are fixed by the data layout alone: a score sums d in lanes (d in steps of P),
-// then the P lanes in order, then the d % P tail; an acc element adds keys in order. They do not
-// depend on M, on how rows are grouped, on the tile edge, or on the thread count.
+// then the P lanes in one fixed tree (sum_lanes), then the d % P tail; an acc element adds keys
+// in order. They do not depend on M, on how rows are grouped, on the tile edge, or on threads.
 //
 // Measured in cache (one thread, S = 2048, H 32, Hkv 8, d 128, /tmp harness around run_tiled):
 // 30 ns per key and kv head for a bf16 cache, 36 for f32; skipping the bf16 widening altogether
 // (wrong values, same loads) saved 2-5%, so the arithmetic, not the conversion, sets the bf16
-// time: 64 FMAs a key plus the transposes and the softmax.
+// time: 64 FMAs a key plus the transposes and the softmax. Fusing the transpose into the lane
+// sums (sum_lanes) then took the bf16 decode bench (S = 4096, one thread, from DRAM) from 1.33 to
+// 1.20-1.27 ms.
 //
 // Eigen's packet primitives throughout, except the f16 -> float widening, which uses the F16C
 // instructions when the compiler targets them: Eigen 3.4's own Packet16h / Packet8h conversion is
@@ -37,6 +39,7 @@
 #include <Eigen/Core>
 
 #include "attention_problem.hpp"
+#include "lane_sums.hpp"
 #include "microkernel.hpp"
 
 #if defined(__F16C__)
@@ -198,13 +201,9 @@ EIGEN_ALWAYS_INLINE void score_block(const Scalar* const* q, const KV* k, Index 
     }
   });
   if constexpr (R * KB == P && P > 1) {
-    // Transposed, packet t holds lane t of every accumulator: adding the P packets sums the lanes.
     PacketBlock<Packet, P> block;
     unroll<R>([&](auto i) MHA_LAMBDA_INLINE { unroll<KB>([&](auto j) MHA_LAMBDA_INLINE { block.packet[i * KB + j] = acc[i][j]; }); });
-    ptranspose(block);
-    Packet total = block.packet[0];
-    unroll<P - 1>([&](auto t) MHA_LAMBDA_INLINE { total = padd(total, block.packet[t + 1]); });
-    pstore(sums, total);
+    pstore(sums, sum_lanes(block));
   } else {
     unroll<R>([&](auto i) MHA_LAMBDA_INLINE { unroll<KB>([&](auto j) MHA_LAMBDA_INLINE { sums[i * KB + j] = predux(acc[i][j]); }); });
   }
