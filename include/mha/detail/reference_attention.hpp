@@ -53,7 +53,7 @@ void attend_row_exact(const AttentionProblem<Scalar, KV>& p, Index n, Index h, I
   Scalar sum = 0;
   for (Index j = 0; j < keys; ++j) {
     Scalar w = std::exp(exact_score(p, n, h, i, j, qs) - max);
-    if (w < std::numeric_limits<Scalar>::min()) continue;  // flushed to 0 as in exp_shifted_inplace
+    if (w < std::numeric_limits<Scalar>::min()) continue;  // flushed to 0 as in exp_shifted_sum
     sum += w;
     if (j < p.k_len) {
       const KV* v = p.v.row(n, p.kv_head(h), j);

@@ -156,8 +156,7 @@ void attend_tile(const AttentionProblem<Scalar, KV>& p, const TileTask& task, co
       }
       rescale[r] = std::exp(row_max[r] - new_max);  // exp(-inf) = 0 on the first allowed tile
       row_max[r] = new_max;
-      exp_shifted_inplace(row, new_max);
-      row_sum[r] = row_sum[r] * rescale[r] + row.sum();
+      row_sum[r] = row_sum[r] * rescale[r] + exp_shifted_sum(row.data(), width, new_max);
     }
     acc.array().colwise() *= rescale.array();
     multiply_values();
