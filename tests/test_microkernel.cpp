@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "mha_catch.hpp"
+#include "strided.hpp"
 
 using mha::Index;
 using mha::detail::BForm;
@@ -17,23 +18,6 @@ using mha::detail::GemmBlocking;
 using mha::detail::PackBuffers;
 
 namespace {
-
-// A row-major matrix in a vector, with a row stride larger than its width and its first element
-// `shift` Scalars past an aligned address, so that no load can assume alignment.
-template <class S>
-struct Strided {
-  Index rows = 0, cols = 0, stride = 0, shift = 0;
-  std::vector<S> storage;
-  Strided(std::mt19937& rng, Index r, Index c, Index pad, Index shift_)
-      : rows(r), cols(c), stride(c + pad), shift(shift_),
-        storage(static_cast<std::size_t>(shift_ + std::max<Index>(1, r) * (c + pad)) + 1) {
-    std::uniform_real_distribution<double> u(-1, 1);
-    for (S& x : storage) x = static_cast<S>(u(rng));
-  }
-  S* data() { return storage.data() + shift; }
-  const S* data() const { return storage.data() + shift; }
-  S at(Index i, Index j) const { return data()[i * stride + j]; }
-};
 
 // What the test expects: c = alpha * sum a b (+ c0), and the magnitude the rounding scales with.
 struct Expected {

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "mha_catch.hpp"
+#include "strided.hpp"
 
 using mha::Index;
 using mha::detail::stream_scores;
@@ -18,22 +19,6 @@ using mha::detail::stream_values;
 using mha::detail::to_scalar;
 
 namespace {
-
-// Row-major [rows, cols] with row stride cols + pad, starting `shift` elements past the vector's
-// start (so that no load may assume alignment).
-template <class T>
-struct Strided {
-  Index rows, cols, stride, shift;
-  std::vector<T> storage;
-  Strided(std::mt19937& rng, Index r, Index c, Index pad, Index s)
-      : rows(r), cols(c), stride(c + pad), shift(s), storage(static_cast<std::size_t>(s + r * (c + pad) + 1)) {
-    std::uniform_real_distribution<float> u(-1, 1);
-    for (T& x : storage) x = T(u(rng));
-  }
-  T* data() { return storage.data() + shift; }
-  const T* data() const { return storage.data() + shift; }
-  double at(Index i, Index j) const { return double(to_scalar<double>(data()[i * stride + j])); }
-};
 
 template <class S, class KV>
 void check_scores(std::mt19937& rng, Index M, Index width, Index d) {
