@@ -4,11 +4,11 @@
 //
 // Portable form: Eigen's ptranspose (packet t then holds lane t of every accumulator), then the P
 // packets added as a balanced tree. On AVX-512 and AVX float the transpose and the additions are
-// fused into one halving tree instead (the "transpose-add" of FBGEMM / oneDNN reductions): each
-// level pairs packets, moves matching halves side by side with one shuffle each and adds them, so
-// P = 16 takes 30 shuffles + 15 additions, 4 additions deep, where the transpose took 64 shuffles
-// and then 15 additions. The shuffle tree leaves the sums in a fixed permutation of the lanes; the
-// accumulators are fed to it in the inverse order, so lane k is always accumulator k.
+// fused into one halving tree instead: each level pairs packets, moves matching halves side by
+// side with one shuffle each and adds them, so P = 16 takes 30 shuffles + 15 additions, 4
+// additions deep, where Eigen 3.4's 16 x 16 transpose alone takes about 110 shuffles, extracts and
+// inserts. The shuffle tree leaves the sums in a fixed permutation of the lanes; the accumulators
+// are fed to it in the inverse order, so lane k is always accumulator k.
 //
 // Why it matters (perf annotate, decode bench, bf16 cache, one thread): with the transpose and a
 // serial chain of 15 additions, those additions alone drew 11% of the scores' samples and the
