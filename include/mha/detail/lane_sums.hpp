@@ -23,10 +23,7 @@
 #include <immintrin.h>
 #endif
 
-#if defined(__GNUC__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wignored-attributes"
-#endif
+#include "packet_warnings_off.hpp"
 
 namespace mha {
 namespace detail {
@@ -91,6 +88,4 @@ EIGEN_ALWAYS_INLINE Eigen::internal::Packet8f sum_lanes(Eigen::internal::PacketB
 }  // namespace detail
 }  // namespace mha
 
-#if defined(__GNUC__)
-#pragma GCC diagnostic pop
-#endif
+#include "packet_warnings_restore.hpp"

@@ -119,12 +119,7 @@ Index packed_b_size(Index k, Index n) {
   return round_up(n, GemmBlocking<Scalar>::NR) * k;
 }
 
-// PacketBlock<Packet, N> with an AVX / AVX-512 Packet (a vector type with attributes) trips GCC's
-// -Wignored-attributes, as inside Eigen, which silences it the same way.
-#if defined(__GNUC__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wignored-attributes"
-#endif
+#include "packet_warnings_off.hpp"
 /// Packs one full row panel: MR rows of A (row stride lda), columns [0, k), into `dst` (k * MR
 /// Scalars). When a packet holds at least MR values, PS columns at a time go through a register
 /// transpose (MR row packets, zero-padded to PS, become PS column packets) instead of k * MR
@@ -178,9 +173,7 @@ void pack_transposed_strip(Index k, const Scalar* w, Index ldw, Scalar* dst) {
   for (int r = 0; r < PS; ++r)
     for (Index p = p0; p < k; ++p) dst[p * NR + r] = w[r * ldw + p];
 }
-#if defined(__GNUC__)
-#pragma GCC diagnostic pop
-#endif
+#include "packet_warnings_restore.hpp"
 
 /// Packs row-major A `[m, k]` (row stride lda) into `out` (packed_a_size(m, k) Scalars) with
 /// panel stride `k * MR`, and returns the view of it.

@@ -19,12 +19,7 @@
 
 #include "../types.hpp"
 
-// unpacket_traits<Packet> with an SSE / AVX / AVX-512 Packet trips GCC's -Wignored-attributes, as
-// inside Eigen, which silences it the same way (see pack.hpp).
-#if defined(__GNUC__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wignored-attributes"
-#endif
+#include "packet_warnings_off.hpp"
 
 namespace mha {
 namespace detail {
@@ -114,6 +109,4 @@ void softmax_row_inplace(RowExpr&& row, AnyAllowed&& any_allowed) {
 }  // namespace detail
 }  // namespace mha
 
-#if defined(__GNUC__)
-#pragma GCC diagnostic pop
-#endif
+#include "packet_warnings_restore.hpp"

@@ -46,13 +46,7 @@
 #include <immintrin.h>
 #endif
 
-// WideLoad<Packet, KV> and PacketBlock<Packet, N> with an SSE / AVX / AVX-512 Packet (a vector
-// type with attributes) trip GCC's -Wignored-attributes, as inside Eigen, which silences it the
-// same way (see pack.hpp).
-#if defined(__GNUC__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wignored-attributes"
-#endif
+#include "packet_warnings_off.hpp"
 
 namespace mha {
 namespace detail {
@@ -318,6 +312,4 @@ void stream_values(Index M, Index width, Index dv, const Scalar* p, Index p_ld, 
 }  // namespace detail
 }  // namespace mha
 
-#if defined(__GNUC__)
-#pragma GCC diagnostic pop
-#endif
+#include "packet_warnings_restore.hpp"
