@@ -21,7 +21,9 @@
 // layers evict them before the next step. A single cache of S = 4096 in bf16 (16 MiB) would stay in
 // this machine's 32 MiB L3 across benchmark iterations and measure L3, so BM_DecodeAttention
 // rotates over enough caches (>= 256 MiB in all) that each iteration reads from DRAM. The layer
-// step needs no rotation: its 160 MiB of weights evict everything.
+// step needs no rotation: its 160 MiB of weights evict everything. MHA_BENCH_DECODE_IN_CACHE=1 in
+// the environment turns the rotation off (one cache, read from L3 when it fits): the kernel's
+// arithmetic time without the DRAM traffic, for comparison.
 
 #include <mha/grouped_query_attention.hpp>
 
@@ -29,6 +31,7 @@
 #include <array>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <map>
@@ -195,7 +198,8 @@ struct DecodeAttentionCase : DecodeAttentionCaseBase {
 
   explicit DecodeAttentionCase(mha::Index S) {
     const std::size_t bytes = kv_bytes(S);
-    const std::size_t copies = std::max<std::size_t>(2, (kCopyBytes + bytes - 1) / bytes);
+    const std::size_t copies =
+        std::getenv("MHA_BENCH_DECODE_IN_CACHE") ? 1 : std::max<std::size_t>(2, (kCopyBytes + bytes - 1) / bytes);
     caches.reserve(copies);
     caches.push_back(random_cache<Storage>(S, S, kDecodeHeadDim, 7));
     for (std::size_t c = 1; c < copies; ++c) caches.push_back(caches.front());
