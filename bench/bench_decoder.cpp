@@ -3,6 +3,8 @@
 //
 //   BM_CopyBandwidth/<threads>                 memcpy of 256 MiB: bytes read + written / time, the
 //                                               machine's streaming ceiling for the decode target
+//   BM_ReadBandwidth/<threads>                 the sum of 256 MiB of floats: bytes read / time, the
+//                                               rate a decode step's K and V reads could reach
 //   BM_DecodeAttention/<S>/<storage>/<threads> the attention core alone (detail::run_tiled) for one
 //                                               new token against S cached keys; H = 32, Hkv = 8,
 //                                               d = 128; GB/s of K and V read, and that over the
@@ -114,6 +116,26 @@ void BM_CopyBandwidth(benchmark::State& state) {
   }
   state.counters["GBps"] =
       benchmark::Counter(kCopyTraffic / 1e9, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
+}
+
+// The sum of 256 MiB of floats, split into `threads` (1 or 2) contiguous parts: a pure read stream
+// (Eigen's vectorised sum keeps several packets in flight, far below its arithmetic limit).
+float read_pass(int threads) {
+  static const Eigen::ArrayXf values = Eigen::ArrayXf::Constant(mha::Index(kCopyBytes / sizeof(float)), 1.0f);
+  const mha::Index part = values.size() / threads;
+  std::array<float, 2> sums{};
+  mha::detail::parallel_for(threads, threads, [&](mha::Index t, int) {
+    sums[std::size_t(t)] = values.segment(t * part, part).sum();
+  });
+  return sums[0] + sums[1];
+}
+
+void BM_ReadBandwidth(benchmark::State& state) {
+  const int threads = static_cast<int>(state.range(0));
+  read_pass(threads);  // warm-up
+  for (auto _ : state) benchmark::DoNotOptimize(read_pass(threads));
+  state.counters["GBps"] =
+      benchmark::Counter(double(kCopyBytes) / 1e9, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -392,6 +414,7 @@ void BM_Prefill(benchmark::State& state) {
 }  // namespace
 
 BENCHMARK(BM_CopyBandwidth)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_ReadBandwidth)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_DecodeAttention)
     ->ArgsProduct({{1024, 4096, 16384}, {0, 1, 2}, {1, 2}})
     ->UseRealTime()

@@ -129,7 +129,7 @@ if [[ $suite == all || $suite == attention ]]; then
 fi
 if [[ $suite == all || $suite == decoder ]]; then
   # The copy bandwidth runs first in the mha process, so its decode ratios use the same run's.
-  run decoder "$dec_reps" '^BM_(CopyBandwidth|DecodeAttention|DecodeStep|Prefill)/'
+  run decoder "$dec_reps" '^BM_(CopyBandwidth|ReadBandwidth|DecodeAttention|DecodeStep|Prefill)/'
   run torch_decoder "$dec_reps" '^BM_TorchDecodeStep/' "${torch_env[@]}"
 fi
 echo "== suite took $((SECONDS - total)) s" >&2

@@ -37,8 +37,9 @@ attention core alone (BM_AttentionCore against BM_AttentionGemmOpenBLAS), and is
 with met / MISSED.
 
 The decoder families (bench_decoder.cpp) get tables of their own: BM_CopyBandwidth (GB/s of a
-256 MiB memcpy, read + written), BM_DecodeAttention (GB/s of K and V read, % of the copy bandwidth
-at the same thread count, speed-up of a bf16/f16 cache over f32), BM_DecodeStep next to
+256 MiB memcpy, read + written), BM_ReadBandwidth (GB/s of a 256 MiB sum, read),
+BM_DecodeAttention (GB/s of K and V read, % of the copy and of the read bandwidth at the same
+thread count, speed-up of a bf16/f16 cache over f32), BM_DecodeStep next to
 BM_TorchDecodeStep (tokens/s, x torch), BM_Prefill (GQA GF/s against MHA GF/s), and a list of the
 issue-8 targets with met / missed.
 
@@ -484,6 +485,15 @@ def decoder_tables(results):
     if rows:
         sections.append("### BM_CopyBandwidth: memcpy of 256 MiB, (bytes read + written) / time\n\n"
                         "| threads | ms | GB/s | cv |\n|---:|---:|---:|---:|\n" + "\n".join(rows))
+    read = {}
+    rows = []
+    for (threads,) in keys("BM_ReadBandwidth", 1):
+        r = get("BM_ReadBandwidth", threads)
+        read[threads] = counter(r, "GBps")
+        rows.append(f"| {threads} | {fmt(r['ms'], '.1f')} | {fmt(read[threads], '.1f')} | {cv(r)} |")
+    if rows:
+        sections.append("### BM_ReadBandwidth: sum of 256 MiB of floats, bytes read / time\n\n"
+                        "| threads | ms | GB/s | cv |\n|---:|---:|---:|---:|\n" + "\n".join(rows))
 
     rows = []
     for S, storage, threads in keys("BM_DecodeAttention", 3):
@@ -496,6 +506,7 @@ def decoder_tables(results):
             str(S), STORAGE.get(storage, str(storage)), str(threads), fmt(1000 * r["ms"], ".0f"), fmt(gbps, ".1f"),
             fmt(None if of_copy is None else 100 * of_copy, ".0f", "%"),
             fmt(None if counter(r, "of_copy") is None else 100 * counter(r, "of_copy"), ".0f", "%"),
+            fmt(None if ratio(gbps, read.get(threads)) is None else 100 * ratio(gbps, read.get(threads)), ".0f", "%"),
             fmt(ratio(f32["ms"] if f32 else None, r["ms"]), ".2f") if storage else "",
             fmt(ratio(one["ms"] if one else None, r["ms"]), ".2f") if threads > 1 else "", cv(r)]) + " |")
         if S == 4096:
@@ -509,9 +520,10 @@ def decoder_tables(results):
         sections.append(
             "### BM_DecodeAttention: one token against S cached keys, H = 32, Hkv = 8, d = 128 (attention core only)\n\n"
             "GB/s counts the K and V bytes read once; % copy is that over BM_CopyBandwidth at the same thread count "
-            "(table above), in-run % the same against the copy bandwidth the process measured before the case.\n\n"
-            "| S | cache | threads | us | GB/s K+V | % copy | in-run % | x f32 | 2T speedup | cv |\n"
-            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n" + "\n".join(rows))
+            "(table above), in-run % the same against the copy bandwidth the process measured before the case, "
+            "% read that over BM_ReadBandwidth (a pure read stream) at the same thread count.\n\n"
+            "| S | cache | threads | us | GB/s K+V | % copy | in-run % | % read | x f32 | 2T speedup | cv |\n"
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n" + "\n".join(rows))
 
     rows = []
     for S, storage, threads in keys("BM_DecodeStep", 3):
