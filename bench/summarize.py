@@ -472,28 +472,22 @@ def decoder_tables(results):
     def keys(family, n):
         return sorted(k[1] for k in results if k[0] == family and len(k[1]) == n)
 
-    def cv(r):
-        return fmt(None if r["cv"] is None else 100 * r["cv"], ".1f", "%")
-
     sections, targets = [], []
-    copy = {}
-    rows = []
-    for (threads,) in keys("BM_CopyBandwidth", 1):
-        r = get("BM_CopyBandwidth", threads)
-        copy[threads] = counter(r, "GBps")
-        rows.append(f"| {threads} | {fmt(r['ms'], '.1f')} | {fmt(copy[threads], '.1f')} | {cv(r)} |")
-    if rows:
-        sections.append("### BM_CopyBandwidth: memcpy of 256 MiB, (bytes read + written) / time\n\n"
-                        "| threads | ms | GB/s | cv |\n|---:|---:|---:|---:|\n" + "\n".join(rows))
-    read = {}
-    rows = []
-    for (threads,) in keys("BM_ReadBandwidth", 1):
-        r = get("BM_ReadBandwidth", threads)
-        read[threads] = counter(r, "GBps")
-        rows.append(f"| {threads} | {fmt(r['ms'], '.1f')} | {fmt(read[threads], '.1f')} | {cv(r)} |")
-    if rows:
-        sections.append("### BM_ReadBandwidth: sum of 256 MiB of floats, bytes read / time\n\n"
-                        "| threads | ms | GB/s | cv |\n|---:|---:|---:|---:|\n" + "\n".join(rows))
+
+    def bandwidth(family, title):
+        """{threads: GB/s} of a BM_*Bandwidth family, and its table appended to sections."""
+        gbps, rows = {}, []
+        for (threads,) in keys(family, 1):
+            r = get(family, threads)
+            gbps[threads] = counter(r, "GBps")
+            rows.append(f"| {threads} | {fmt(r['ms'], '.1f')} | {fmt(gbps[threads], '.1f')} | {cv_text(r)} |")
+        if rows:
+            sections.append(f"### {family}: {title}\n\n"
+                            "| threads | ms | GB/s | cv |\n|---:|---:|---:|---:|\n" + "\n".join(rows))
+        return gbps
+
+    copy = bandwidth("BM_CopyBandwidth", "memcpy of 256 MiB, (bytes read + written) / time")
+    read = bandwidth("BM_ReadBandwidth", "sum of 256 MiB of floats, bytes read / time")
 
     rows = []
     for S, storage, threads in keys("BM_DecodeAttention", 3):
@@ -504,14 +498,14 @@ def decoder_tables(results):
         one = get("BM_DecodeAttention", S, storage, 1)
         rows.append("| " + " | ".join([
             str(S), STORAGE.get(storage, str(storage)), str(threads), fmt(1000 * r["ms"], ".0f"), fmt(gbps, ".1f"),
-            fmt(None if of_copy is None else 100 * of_copy, ".0f", "%"),
-            fmt(None if counter(r, "of_copy") is None else 100 * counter(r, "of_copy"), ".0f", "%"),
-            fmt(None if ratio(gbps, read.get(threads)) is None else 100 * ratio(gbps, read.get(threads)), ".0f", "%"),
+            fmt(pct(of_copy), ".0f", "%"),
+            fmt(pct(counter(r, "of_copy")), ".0f", "%"),
+            fmt(pct(ratio(gbps, read.get(threads))), ".0f", "%"),
             fmt(ratio(f32["ms"] if f32 else None, r["ms"]), ".2f") if storage else "",
-            fmt(ratio(one["ms"] if one else None, r["ms"]), ".2f") if threads > 1 else "", cv(r)]) + " |")
+            fmt(ratio(one["ms"] if one else None, r["ms"]), ".2f") if threads > 1 else "", cv_text(r)]) + " |")
         if S == 4096:
             targets.append((f"decode attention S=4096 {STORAGE.get(storage)} {threads}T reads K+V at >= 70% of copy",
-                            of_copy is not None and of_copy >= 0.7, fmt(None if of_copy is None else 100 * of_copy, ".0f", "%")))
+                            of_copy is not None and of_copy >= 0.7, fmt(pct(of_copy), ".0f", "%")))
             if storage == 1:
                 x = ratio(f32["ms"] if f32 else None, r["ms"])
                 targets.append((f"bf16 cache about 2x faster than f32 (S=4096, {threads}T)", x is not None and x >= 1.8,
@@ -534,7 +528,7 @@ def decoder_tables(results):
         rows.append("| " + " | ".join([
             str(S), STORAGE.get(storage, str(storage)), str(threads), fmt(r["ms"], ".2f"), fmt(counter(r, "tokps"), ".1f"),
             fmt(counter(r, "GBps"), ".1f"), fmt(x, ".2f"),
-            fmt(ratio(one["ms"] if one else None, r["ms"]), ".2f") if threads > 1 else "", cv(r)]) + " |")
+            fmt(ratio(one["ms"] if one else None, r["ms"]), ".2f") if threads > 1 else "", cv_text(r)]) + " |")
         if storage == 0 and torch:
             targets.append((f"decode step S={S} f32 {threads}T >= 1.5x LibTorch eager", x is not None and x >= 1.5,
                             fmt(x, ".2f", "x")))
@@ -542,7 +536,7 @@ def decoder_tables(results):
         r = get("BM_TorchDecodeStep", S, storage, threads)
         rows.append("| " + " | ".join([
             str(S), "torch f32", str(threads), fmt(r["ms"], ".2f"), fmt(counter(r, "tokps"), ".1f"),
-            fmt(counter(r, "GBps"), ".1f"), "", "", cv(r)]) + " |")
+            fmt(counter(r, "GBps"), ".1f"), "", "", cv_text(r)]) + " |")
     if rows:
         sections.append(
             "### BM_DecodeStep / BM_TorchDecodeStep: one token through the layer, E = 4096, H = 32, Hkv = 8, d = 128, "
