@@ -252,7 +252,10 @@ class KVCache {
   Index m_v_head_dim;
   KVCacheMode m_mode;
   Index m_position = 0;  // tokens appended (minus cropped): the next token's absolute position
-  // Aligned (EIGEN_MAX_ALIGN_BYTES) so that the kernel's packet loads of a head start aligned.
+  // Aligned (EIGEN_MAX_ALIGN_BYTES) so that the kernel's packet loads of a head start aligned:
+  // f32 rows 16 bytes off a cache line made the decode kernel's value pass 1.5x slower (16.4
+  // against 11.1 ns per key, d = 128, 4 query rows, in cache; AVX-512, each load then spans
+  // two lines).
   std::vector<Storage, Eigen::aligned_allocator<Storage>> m_keys;    // [N][Hkv][C][d]
   std::vector<Storage, Eigen::aligned_allocator<Storage>> m_values;  // [N][Hkv][C][dv]
   std::vector<std::int64_t> m_slot_positions;                        // [C], -1 = empty

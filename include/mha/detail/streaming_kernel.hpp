@@ -154,7 +154,12 @@ struct RowRange {
 /// every tile as two separate streams. Measured on
 /// the decode bench (S = 4096, H 32, Hkv 8, d 128, one thread, interleaved runs, ms f32 / bf16):
 /// no prefetch 2.8-2.9 / 2.0, 8 rows ahead 2.2 / 1.7, 24 rows 2.23-2.35 / 1.41-1.50, 32 rows
-/// 2.25-2.35 / 1.45-1.47, 64 rows 2.38 / 1.54-1.57.
+/// 2.25-2.35 / 1.45-1.47, 64 rows 2.38 / 1.54-1.57. Within a tile the hardware prefetchers
+/// keep up with f32 rows but not with bf16 ones: prefetching only across the tile edge (the next
+/// operand's rows) left f32 at 2.05-2.06 ms and took bf16 from 1.21-1.40 to 1.48-1.52 ms.
+/// Neither the tile width (key tiles of 32 to 512 rows instead of 128: 1.24-1.36 ms bf16
+/// against 1.23-1.29; 32-row tiles put K and V requests closest together) nor prefetching the
+/// next split-K chunk's first K rows (1.21-1.24 against 1.24-1.27 ms) moved the bf16 time.
 struct RowPrefetch {
   static constexpr Index kDistance = 32;  // rows
   RowRange current, next;
