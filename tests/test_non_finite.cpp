@@ -3,8 +3,10 @@
 // whatever its K or V holds, the scale applies to q before the product, and every kernel
 // (tiled, reference, weights, scaled_dot_product_attention) gives the same answer.
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <random>
 #include <vector>
 
 #include "reference.hpp"
@@ -220,4 +222,34 @@ TEMPLATE_TEST_CASE("Split-K decoding follows the same rules as one pass", "[non_
   // Every key masked: zeros, as in one pass.
   const KeyPaddingMask<S> all = KeyPaddingMask<S>::padding(BoolMatrix::Constant(1, Sk, true));
   REQUIRE(run(layer, q, k, v, Path::tiled, ForwardOptions<S>().with_key_padding(all)).output.isZero(0));
+}
+
+TEMPLATE_TEST_CASE("The softmax's row maximum propagates a NaN from any lane, packet or tail",
+                   "[non_finite][softmax]", float, double) {
+  using S = TestType;
+  // Lengths around the packet size (4 floats / 2 doubles in the baseline build, 16 / 8 with
+  // -march=native on AVX-512), so a NaN lands in the first packet, a later one, and the tail.
+  std::mt19937 rng(5);
+  std::normal_distribution<double> normal;
+  for (Index n = 0; n <= 40; ++n) {
+    INFO("n " << n);
+    std::vector<S> row(static_cast<std::size_t>(n));
+    for (S& x : row) x = static_cast<S>(normal(rng));
+    const S expected = n == 0 ? -inf_v<S>() : *std::max_element(row.begin(), row.end());
+    REQUIRE(mha::detail::row_max_nan(row.data(), n) == expected);
+    for (Index j = 0; j < n; ++j) {
+      INFO("NaN at " << j);
+      std::vector<S> with_nan = row;
+      with_nan[static_cast<std::size_t>(j)] = nan_v<S>();
+      REQUIRE(std::isnan(mha::detail::row_max_nan(with_nan.data(), n)));
+      if (n == 1) continue;
+      with_nan[static_cast<std::size_t>((j + 1) % n)] = inf_v<S>();  // +inf does not hide it
+      REQUIRE(std::isnan(mha::detail::row_max_nan(with_nan.data(), n)));
+    }
+    if (n == 0) continue;
+    std::vector<S> masked(static_cast<std::size_t>(n), -inf_v<S>());
+    REQUIRE(mha::detail::row_max_nan(masked.data(), n) == -inf_v<S>());
+    masked.back() = inf_v<S>();
+    REQUIRE(mha::detail::row_max_nan(masked.data(), n) == inf_v<S>());
+  }
 }

@@ -37,6 +37,34 @@ typename std::decay_t<RowExpr>::Scalar row_max_propagate_nan(const RowExpr& row)
   return row.template maxCoeff<Eigen::PropagateNaN>();
 }
 
+/// Maximum of `row [n]` (contiguous; -inf when n = 0); NaN if any entry is NaN. Packets: a
+/// plain lane-wise max (vmaxps, which may drop a NaN) and, beside it, a mask of the lanes that
+/// were never NaN (x == x), checked once at the end; Eigen's NaN-propagating packet reduction
+/// goes lane by lane and took 6% of a decode step folding 16 keys at a time.
+template <class Scalar>
+Scalar row_max_nan(const Scalar* row, Index n) {
+  using namespace Eigen::internal;
+  using Packet = typename packet_traits<Scalar>::type;
+  constexpr Index P = unpacket_traits<Packet>::size;
+  Scalar max = -std::numeric_limits<Scalar>::infinity();
+  Index j = 0;
+  if constexpr (P > 1) {
+    if (n >= P) {
+      Packet m = ploadu<Packet>(row);
+      Packet ordered = pcmp_eq(m, m);  // lanes with no NaN so far
+      for (j = P; j + P <= n; j += P) {
+        const Packet x = ploadu<Packet>(row + j);
+        m = pmax(m, x);
+        ordered = pand(ordered, pcmp_eq(x, x));
+      }
+      if (predux_any(pandnot(ptrue(m), ordered))) return std::numeric_limits<Scalar>::quiet_NaN();
+      max = predux_max(m);
+    }
+  }
+  for (; j < n; ++j) max = max_propagate_nan(max, row[j]);
+  return max;
+}
+
 /// Replaces `row [n]` (contiguous) by the weights `exp(row - max)`, exactly 0 where `row` is -inf,
 /// and returns their sum: the exponentiation, the flush and the row sum in one vectorised pass.
 ///

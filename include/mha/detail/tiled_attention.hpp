@@ -147,18 +147,22 @@ void attend_tile(const AttentionProblem<Scalar, KV>& p, const TileTask& task, co
   // `multiply_values` add the block's P V into acc.
   auto fold = [&](Block& s, Index width, auto&& multiply_values) {
     for (Index r = 0; r < M; ++r) {
-      auto row = s.row(r).head(width);
-      const Scalar new_max = max_propagate_nan(row_max[r], row_max_propagate_nan(row));
+      // Raw rows, not Eigen blocks: a decode step folds a block of a few keys at a time, and
+      // building a Block per row stalled on store-to-load forwarding (perf annotate).
+      Scalar* row = s.data() + r * ld;
+      const Scalar new_max = max_propagate_nan(row_max[r], row_max_nan(row, width));
       if (new_max == neg_inf) {  // nothing allowed in this row so far: nothing to fold
-        row.setZero();
+        std::fill_n(row, width, Scalar(0));
         rescale[r] = 1;
         continue;
       }
-      rescale[r] = std::exp(row_max[r] - new_max);  // exp(-inf) = 0 on the first allowed tile
+      // exp(-inf) = 0 on the first allowed block; an unchanged max (most blocks of a long row)
+      // rescales by exactly 1, which the multiplication below then skips.
+      rescale[r] = new_max == row_max[r] ? Scalar(1) : std::exp(row_max[r] - new_max);
       row_max[r] = new_max;
-      row_sum[r] = row_sum[r] * rescale[r] + exp_shifted_sum(row.data(), width, new_max);
+      row_sum[r] = row_sum[r] * rescale[r] + exp_shifted_sum(row, width, new_max);
+      if (rescale[r] != Scalar(1)) acc.row(r) *= rescale[r];
     }
-    acc.array().colwise() *= rescale.array();
     multiply_values();
   };
 
