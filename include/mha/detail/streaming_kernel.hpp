@@ -159,7 +159,12 @@ struct RowRange {
 /// operand's rows) left f32 at 2.05-2.06 ms and took bf16 from 1.21-1.40 to 1.48-1.52 ms.
 /// Neither the tile width (key tiles of 32 to 512 rows instead of 128: 1.24-1.36 ms bf16
 /// against 1.23-1.29; 32-row tiles put K and V requests closest together) nor prefetching the
-/// next split-K chunk's first K rows (1.21-1.24 against 1.24-1.27 ms) moved the bf16 time.
+/// next split-K chunk's first K rows (1.21-1.24 against 1.24-1.27 ms) moved the bf16 time, nor
+/// did 16-key tiles with K and V each prefetched as one stream over the whole task (1.29-1.38
+/// ms; with the softmax replaced by a scaling 1.14-1.17, against 1.11-1.12 for 128-key tiles),
+/// although a harness of the two products alone over one buffer with K and V 128 MiB apart
+/// ran 16-key interleaving 20-25% faster than two 128-key phases: with K and V in 8 MiB
+/// regions as in a cache the gain fell to 0-14%.
 struct RowPrefetch {
   static constexpr Index kDistance = 32;  // rows
   RowRange current, next;
