@@ -26,10 +26,15 @@
 // o_proj.weight [E, H d], optional biases, q_norm.weight / k_norm.weight [d], alibi_slopes [H];
 // see <mha/io/decoder.hpp>) and hidden_states [N, T, E]. Metadata strings: num_heads (required),
 // num_kv_heads (H), head_dim (E / H), rope = none|half|interleaved (none), rope_theta (10000),
-// rotary_dim (d), rope_scaling (a JSON object in HF config form), alibi (false), sliding_window,
-// softcap, scale, qk_norm_eps (1e-6), causal (true), prefill (T: the first call takes tokens
-// [0, prefill), the rest go through the KV cache `chunk` tokens per call), chunk (1), cache_dtype
-// = float|bf16|f16 (float: the input's precision). OUT gets attn_output [N, T, E].
+// rotary_dim (d), rope_scaling (a JSON object in HF config form), alibi (false), sliding_window
+// (0: none), softcap (0: none), scale, qk_norm_eps (1e-6), causal (true), prefill (T: the first
+// call takes tokens [0, prefill), the rest go through the KV cache `chunk` tokens per call),
+// chunk (1), cache_dtype = float|bf16|f16 (float: the input's precision). OUT gets attn_output
+// [N, T, E].
+//
+// Other metadata keys are descriptions and are ignored, except a key within a typo of a
+// setting's name (one edit, two for names longer than 5 letters: "sliding_windw"), which is an
+// error rather than a silently defaulted setting.
 //
 // --threads N sets the thread count (N >= 1; without it, mha's default).
 // Exit status: 0 on success, 2 for a bad command line, 1 for any other error; errors are one
@@ -39,12 +44,15 @@
 #include <mha/mha.hpp>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <initializer_list>
+#include <new>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -72,6 +80,40 @@ struct UsageError : std::runtime_error {
 
 // Any other failure (exit status 1).
 [[noreturn]] void fail(const std::string& message) { throw std::runtime_error(message); }
+
+// Levenshtein distance (insertions, deletions, substitutions), case-insensitive.
+std::size_t edit_distance(const std::string& a, const std::string& b) {
+  auto lower = [](char c) { return static_cast<char>(std::tolower(static_cast<unsigned char>(c))); };
+  std::vector<std::size_t> row(b.size() + 1);  // distances from a's prefix to b's prefixes
+  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    std::size_t diagonal = row[0];
+    row[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      const std::size_t above = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (lower(a[i - 1]) != lower(b[j - 1]))});
+      diagonal = above;
+    }
+  }
+  return row[b.size()];
+}
+
+// Metadata keys that are not settings are descriptions (a fixture's "case", safetensors'
+// "format") and are ignored, except one within a typo of a setting's name, which stops the run:
+// a misspelt "sliding_windw" would otherwise run without the window and exit 0. A typo is one
+// edit of a name of up to 5 letters ("case" is not "scale"), two of a longer one.
+void reject_misspelt_settings(const SafetensorsFile& file, std::initializer_list<const char*> settings) {
+  for (const auto& entry : file.metadata()) {
+    const std::string& key = entry.first;
+    if (std::any_of(settings.begin(), settings.end(), [&](const char* s) { return key == s; })) continue;
+    for (const char* setting : settings) {
+      const std::size_t shorter = std::min(key.size(), std::string(setting).size());
+      if (edit_distance(key, setting) <= (shorter <= 5 ? 1u : 2u))
+        fail("metadata " + mha::io::detail::quoted(key) + " is not a setting; did you mean " +
+             mha::io::detail::quoted(setting) + "?");
+    }
+  }
+}
 
 struct Arguments {
   std::string in;
@@ -132,6 +174,8 @@ bool metadata_flag(const SafetensorsFile& file, const char* key, bool default_va
 }
 
 Settings read_settings(const SafetensorsFile& file) {
+  reject_misspelt_settings(file, {"mode", "num_heads", "is_causal", "add_zero_attn", "need_weights",
+                                  "average_attn_weights"});
   Settings s;
   const auto it = file.metadata().find("num_heads");
   if (it == file.metadata().end()) fail("metadata num_heads is missing (a positive integer, e.g. \"8\")");
@@ -163,10 +207,11 @@ void expect_shape(const char* name, const Tensor& t, const std::vector<std::int6
          mha::io::detail::shape_string(t.shape()));
 }
 
-// Every float tensor the run uses must have the precision of the computation.
-void expect_dtype(const char* name, const Tensor& t, Dtype dtype) {
+// Every float tensor the run uses must have the precision of the computation, which the input
+// tensor `like` (query, or hidden_states in decoder mode) sets.
+void expect_dtype(const char* name, const Tensor& t, Dtype dtype, const char* like = "query") {
   if (t.dtype() != dtype)
-    fail(std::string(name) + ": expected dtype " + mha::io::dtype_name(dtype) + " like query, got " +
+    fail(std::string(name) + ": expected dtype " + mha::io::dtype_name(dtype) + " like " + like + ", got " +
          mha::io::dtype_name(t.dtype()));
 }
 
@@ -291,6 +336,9 @@ struct DecoderRun {
 };
 
 DecoderRun read_decoder_settings(const SafetensorsFile& in, Index E, Index T) {
+  reject_misspelt_settings(in, {"mode", "num_heads", "num_kv_heads", "head_dim", "rope", "rope_theta", "rotary_dim",
+                                "rope_scaling", "alibi", "sliding_window", "softcap", "scale", "qk_norm_eps",
+                                "causal", "prefill", "chunk", "cache_dtype"});
   DecoderRun run;
   mha::GroupedQueryAttentionOptions& o = run.options;
   if (!metadata_value(in, "num_heads")) fail("metadata num_heads is missing (a positive integer, e.g. \"8\")");
@@ -318,11 +366,14 @@ DecoderRun read_decoder_settings(const SafetensorsFile& in, Index E, Index T) {
       if (metadata_value(in, key)) fail(std::string("metadata ") + key + " is given but rope is none");
   }
   o.alibi = metadata_flag(in, "alibi", false);
-  o.sliding_window = metadata_integer(in, "sliding_window", 0, 1);
+  o.sliding_window = metadata_integer(in, "sliding_window", 0, 0);  // 0: none, as in the options
   o.softcap = metadata_number(in, "softcap", 0.0);
-  if (metadata_value(in, "softcap") && !(o.softcap > 0)) fail("metadata softcap: expected c > 0");
+  if (!(o.softcap >= 0))
+    fail("metadata softcap: expected c > 0 (or 0 for none), got " + mha::io::detail::quoted(*metadata_value(in, "softcap")));
   if (metadata_value(in, "scale")) o.scale = metadata_number(in, "scale", 0.0);
   o.qk_norm_eps = metadata_number(in, "qk_norm_eps", 1e-6);
+  if (metadata_value(in, "qk_norm_eps") && !in.contains("q_norm.weight") && !in.contains("k_norm.weight"))
+    fail("metadata qk_norm_eps is given but the file has no q_norm.weight / k_norm.weight");
   o.causal = metadata_flag(in, "causal", true);
   run.prefill = metadata_integer(in, "prefill", T, 1);
   run.chunk = metadata_integer(in, "chunk", 1, 1);
@@ -362,7 +413,7 @@ SafetensorsFile run_decoder(const SafetensorsFile& in, int threads) {
   for (const char* name : {"q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight", "q_proj.bias",
                            "k_proj.bias", "v_proj.bias", "o_proj.bias", "q_norm.weight", "k_norm.weight",
                            "alibi_slopes"})
-    if (const Tensor* t = in.find(name)) expect_dtype(name, *t, dtype);
+    if (const Tensor* t = in.find(name)) expect_dtype(name, *t, dtype, "hidden_states");
   const DecoderRun run = read_decoder_settings(in, E, T);
   const mha::GroupedQueryAttention<Scalar> layer = mha::io::load_grouped_query_attention<Scalar>(in, run.options);
   const mha::Matrix<Scalar> x = hidden.to_matrix<Scalar>();  // [N * T, E]
@@ -429,6 +480,10 @@ int main(int argc, char** argv) {
     return 0;
   } catch (const UsageError& e) {
     return report(e.what(), 2);
+  } catch (const std::bad_alloc&) {
+    return report("out of memory: the file's shapes or settings (e.g. sliding_window, which sizes the KV cache, "
+                  "or head_dim) need more memory than this machine has",
+                  1);
   } catch (const std::exception& e) {
     return report(e.what(), 1);
   } catch (...) {

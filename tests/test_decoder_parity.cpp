@@ -164,6 +164,8 @@ TEST_CASE("load_grouped_query_attention and rope_scaling_from_json reject incons
   CHECK_THAT(scaling(R"({"rope_type": "llama3", "factor": 8})"), ContainsSubstring("\"llama3\" needs \"low_freq_factor\""));
   CHECK_THAT(scaling(R"({"rope_type": "linear", "factor": "2"})"), ContainsSubstring("\"factor\" must be a number"));
   CHECK_THAT(scaling(R"([1, 2])"), ContainsSubstring("expected a JSON object"));
+  CHECK_THAT(scaling(R"({"rope_type": "yarn", "factor": 4, "original_max_position_embeddings": 18446744073709551615})"),
+             ContainsSubstring("\"original_max_position_embeddings\" must be a 64-bit integer, got 18446744073709551615"));
   CHECK(mha::io::rope_scaling_from_json(json::parse(R"({"type": "linear", "factor": 2.5})")).factor == 2.5);
   CHECK(mha::io::rope_scaling_from_json(json()).type == mha::RopeScalingType::none);
 }
@@ -204,7 +206,11 @@ TEST_CASE("mha-run decoder mode: one-line errors for bad metadata and tensors", 
   fails_with(with("cache_dtype", "f8"), "metadata cache_dtype: expected float, bf16 or f16");
   fails_with(with("prefill", "1000"), "metadata prefill: expected <= T");
   fails_with(with("prefill", "0"), "metadata prefill: expected an integer >= 1");
-  fails_with(with("sliding_window", "-2"), "metadata sliding_window: expected an integer >= 1");
+  fails_with(with("sliding_window", "-2"), "metadata sliding_window: expected an integer >= 0");
+  fails_with(with("softcap", "-1"), "metadata softcap: expected c > 0 (or 0 for none), got \"-1\"");
+  fails_with(with("sliding_windw", "4"), "metadata \"sliding_windw\" is not a setting; did you mean \"sliding_window\"?");
+  fails_with(with("Num_Heads", "4"), "did you mean \"num_heads\"?");
+  fails_with(with("qk_norm_eps", "1e-5"), "metadata qk_norm_eps is given but the file has no q_norm.weight / k_norm.weight");
   fails_with(with("softcap", "x"), "metadata softcap: expected a finite number");
   fails_with(with("causal", "maybe"), "metadata causal: expected \"true\" or \"false\"");
   f = base;
@@ -212,6 +218,6 @@ TEST_CASE("mha-run decoder mode: one-line errors for bad metadata and tensors", 
   fails_with(f, "tensor hidden_states is missing");
   f = base;
   f.insert("q_proj.weight", Tensor::from_matrix(base.at("q_proj.weight").to_matrix<double>()));
-  fails_with(f, "q_proj.weight: expected dtype F32");
+  fails_with(f, "q_proj.weight: expected dtype F32 like hidden_states, got F64");
 #endif
 }

@@ -4,6 +4,9 @@
 // band mask, a bf16/f16 cache stays within its rounding, and results do not depend on threads.
 
 #include <cmath>
+#include <limits>
+#include <random>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -387,4 +390,61 @@ TEST_CASE("GroupedQueryAttention rejects bad options, inputs and caches with cle
   CHECK_THROWS_WITH(layer.set_alibi_slopes(mha::RowVector<float>::Ones(4)), Catch::Matchers::ContainsSubstring("without alibi"));
   CHECK_THROWS_WITH(layer.set_q_norm_weight(mha::RowVector<float>::Ones(4)), Catch::Matchers::ContainsSubstring("without qk_norm"));
   (void)kInf;
+
+  // Sizes past a 64-bit index are errors, not wrapped arithmetic.
+  const Index max_index = std::numeric_limits<Index>::max();
+  o = GroupedQueryAttentionOptions(16, 4);
+  o.head_dim = Index(1) << 62;
+  CHECK_THAT(message(o), Catch::Matchers::ContainsSubstring("num_heads * head_dim = 4 * 4611686018427387904 overflows"));
+  o = GroupedQueryAttentionOptions(16, 4);
+  o.sliding_window = max_index;
+  const GroupedQueryAttention<float> windowed(o);
+  CHECK_THROWS_WITH(windowed.make_cache<float>(1, 10),
+                    Catch::Matchers::ContainsSubstring("sliding_window - 1 + max_chunk = " + std::to_string(max_index) +
+                                                       " - 1 + 256 slots overflow"));
+}
+
+TEST_CASE("T = 0 tokens is a no-op: an empty output, the cache unchanged", "[gqa][decoder]") {
+  GroupedQueryAttention<float> layer(GroupedQueryAttentionOptions(16, 4, 2), 3);
+  auto cache = layer.make_cache<float>(2, 4);
+  layer.forward(Mat<float>::Random(2, 16), cache);
+  const Index before = cache.length();
+  const Mat<float> y = layer.forward(Mat<float>(0, 16), cache);
+  CHECK(y.rows() == 0);
+  CHECK(y.cols() == 16);
+  CHECK(cache.length() == before);
+  CHECK_THROWS_WITH(layer.forward(Mat<float>(0, 15), cache), Catch::Matchers::ContainsSubstring("got [0, 15]"));
+  Mat<float> weights = Mat<float>::Ones(2, 2);
+  const Mat<float> z = layer.forward(Mat<float>(0, 16), 2, 0, &weights);
+  CHECK(z.rows() == 0);
+  CHECK(weights.size() == 0);
+}
+
+TEMPLATE_TEST_CASE("One DecoderWorkspace serves layers of different widths in turn", "[gqa][workspace]", float, double) {
+  using S = TestType;
+  // Layer a is wider (H d = 32, Hkv d = 16) than b (H d = 8, Hkv d = 8 with d = 2, Hkv = 4):
+  // b then runs on a workspace whose buffers have more columns than it uses.
+  GroupedQueryAttentionOptions oa(16, 8, 4);
+  oa.head_dim = 4;
+  oa.rope = mha::RopeOptions{};
+  GroupedQueryAttentionOptions ob(16, 4, 4);
+  ob.head_dim = 2;
+  ob.qk_norm = true;
+  const GroupedQueryAttention<S> a(oa, 1), b(ob, 2);
+  std::mt19937 rng(9);
+  const Mat<S> xa = mha_test::random_matrix<S>(rng, 6, 16), xb = mha_test::random_matrix<S>(rng, 6, 16);
+  mha::DecoderWorkspace<S> shared;
+  auto ca = a.make_cache(2, 8), cb = b.make_cache(2, 8), cb_alone = b.make_cache(2, 8);
+  Mat<S> ya(6, 16), yb(6, 16);
+  for (int step = 0; step < 3; ++step) {  // prefill 3 tokens per sequence, then one at a time
+    const Index rows = step == 0 ? 6 : 2;
+    const Mat<S> x_a = step == 0 ? xa : xa.topRows(2), x_b = step == 0 ? xb : xb.topRows(2);
+    ya.resize(rows, 16);
+    yb.resize(rows, 16);
+    a.forward(x_a, ca, shared, ya);
+    b.forward(x_b, cb, shared, yb);
+    INFO("step " << step);
+    CHECK(yb == b.forward(x_b, cb_alone));  // bitwise: the same kernels on the same values
+    CHECK(ya.allFinite());
+  }
 }

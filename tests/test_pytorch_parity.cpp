@@ -269,6 +269,9 @@ TEST_CASE("mha-run: errors exit non-zero with one line on stderr", "[io][mha-run
                 "metadata is_causal: expected \"true\" or \"false\", got \"yes\"");
     check_fails({input([](SafetensorsFile& f) { f.metadata()["need_weights"] = "True"; }), out.string()}, 1,
                 "metadata need_weights: expected \"true\" or \"false\", got \"True\"");
+    // A misspelt setting is an error; a description ("note") is not.
+    check_fails({input([](SafetensorsFile& f) { f.metadata()["is_casual"] = "true"; }), out.string()}, 1,
+                "metadata \"is_casual\" is not a setting; did you mean \"is_causal\"?");
     check_fails({input([](SafetensorsFile& f) { f.metadata().erase("num_heads"); }), out.string()}, 1,
                 "metadata num_heads is missing");
     check_fails({input([](SafetensorsFile& f) { f.metadata()["num_heads"] = "2x"; }), out.string()}, 1,

@@ -5,6 +5,7 @@
 #include <mha/rotary_embedding.hpp>
 
 #include <cmath>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -479,6 +480,15 @@ TEMPLATE_TEST_CASE("RoPE errors", "[rope][errors]", float, double) {
   REQUIRE_THROWS_WITH(rope.apply(x, 0, 0), "[mha.argument] RotaryEmbedding: heads must be > 0, got 0");
   REQUIRE_THROWS_AS(rope.apply(x, 2, -1), argument_error);
   REQUIRE_THROWS_WITH(rope.apply(x, 2, -1), "[mha.argument] RotaryEmbedding: negative position -1");
+  // The last row's position first + T - 1 must exist: it wrapped to a negative table index.
+  const Index max_index = std::numeric_limits<Index>::max();
+  x.setOnes();
+  REQUIRE_THROWS_WITH(rope.apply(x, 2, max_index - 1),
+                      "[mha.argument] RotaryEmbedding: positions " + std::to_string(max_index - 1) +
+                          " + 2 overflow a 64-bit index");
+  REQUIRE(x.isOnes());
+  REQUIRE_NOTHROW(rope.apply(x, 2, max_index - 2));
+  REQUIRE(x.allFinite());
   const std::vector<Index> positions = {0, 5, -3};
   x.setOnes();
   REQUIRE_THROWS_WITH(rope.apply(x, 2, positions.data()),

@@ -20,8 +20,9 @@
 /// Semantics (positions are absolute: the T tokens of a call after P0 cached ones are at
 /// P0 .. P0 + T - 1):
 /// 1. `q = x W_Q^T + b_Q`, `k`, `v` likewise (PyTorch layout `[out, in]`);
-/// 2. QK-norm (Qwen3, Gemma 3): each head x of q and k becomes
-///    `weight * x / sqrt(mean(x^2) + eps)` (RMSNorm), before RoPE;
+/// 2. QK-norm (Qwen3's `Qwen3RMSNorm`): each head x of q and k becomes
+///    `weight * x / sqrt(mean(x^2) + eps)` (RMSNorm), before RoPE. Gemma 3 scales by
+///    `1 + weight` instead and stores the offset weight: give it `weight + 1`;
 /// 3. RoPE rotates q and k at their positions (rotary_embedding.hpp); k is rotated before it is
 ///    cached, v never;
 /// 4. k and v are appended to the cache; query head h reads kv head `h / (H / Hkv)`;
@@ -33,6 +34,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <string>
 #include <type_traits>
@@ -72,8 +74,9 @@ struct GroupedQueryAttentionOptions {
       : embed_dim(embed_dim_), num_heads(num_heads_), num_kv_heads(num_kv_heads_) {}
 };
 
-/// Scratch memory of GroupedQueryAttention forward passes, reused across calls: a repeated shape
-/// allocates nothing. Not shareable between concurrent calls.
+/// Scratch memory of GroupedQueryAttention forward passes, reused across calls and across layers
+/// of any shapes (it grows to the largest it has served): a repeated shape allocates nothing.
+/// Not shareable between concurrent calls.
 template <class Scalar>
 class DecoderWorkspace {
  public:
@@ -84,10 +87,12 @@ class DecoderWorkspace {
   friend class GroupedQueryAttention;
   // Grow-only (detail::grow): rows [0, N * T) of each hold the current call, so that alternating
   // prefill chunks and decode steps allocate nothing.
-  Matrix<Scalar> m_q;    // [>= N * T, H d]   rotated queries
-  Matrix<Scalar> m_k;    // [>= N * T, Hkv d] new keys (rotated)
-  Matrix<Scalar> m_v;    // [>= N * T, Hkv d] new values
-  Matrix<Scalar> m_ctx;  // [>= N * T, H d]   heads' outputs, concatenated
+  // A call uses the top-left [N * T, width] corner: the columns too only grow, so one workspace
+  // serves layers of different widths.
+  Matrix<Scalar> m_q;    // [>= N * T, >= H d]   rotated queries
+  Matrix<Scalar> m_k;    // [>= N * T, >= Hkv d] new keys (rotated)
+  Matrix<Scalar> m_v;    // [>= N * T, >= Hkv d] new values
+  Matrix<Scalar> m_ctx;  // [>= N * T, >= H d]   heads' outputs, concatenated
   Eigen::Matrix<std::int64_t, Eigen::Dynamic, 1> m_positions;  // [>= N * T] positions of this call
   detail::ScratchPool<Scalar> m_threads;
 };
@@ -152,7 +157,9 @@ class GroupedQueryAttention {
 
   ///@{
   /// QK-norm weights `[d]` each; empty unless qk_norm. The setters throw argument_error on a
-  /// layer without qk_norm and shape_error for another size.
+  /// layer without qk_norm and shape_error for another size. A Gemma 3 checkpoint's
+  /// `q_norm.weight` / `k_norm.weight` hold `scale - 1` (its RMSNorm multiplies by `1 + w`): set
+  /// them plus one.
   const RowVector<Scalar>& q_norm_weight() const { return m_q_norm; }
   const RowVector<Scalar>& k_norm_weight() const { return m_k_norm; }
   void set_q_norm_weight(const ConstRowVectorRef<Scalar>& w) { set_norm(m_q_norm, w, "q_norm.weight"); }
@@ -180,6 +187,10 @@ class GroupedQueryAttention {
     if (m_options.sliding_window > 0) {
       if (max_chunk <= 0)
         MHA_THROW(argument_error, "[mha.argument] make_cache: max_chunk must be > 0, got " + std::to_string(max_chunk));
+      if (max_chunk > std::numeric_limits<Index>::max() - (m_options.sliding_window - 1))
+        MHA_THROW(argument_error, "[mha.argument] make_cache: sliding_window - 1 + max_chunk = " +
+                                      std::to_string(m_options.sliding_window) + " - 1 + " + std::to_string(max_chunk) +
+                                      " slots overflow a 64-bit index");
       return KVCache<Storage>(batch, num_kv_heads(), m_options.sliding_window - 1 + max_chunk, head_dim(), head_dim(),
                               KVCacheMode::ring);
     }
@@ -188,7 +199,8 @@ class GroupedQueryAttention {
 
   /// Prefill or decode: `x [N * T, E]` (N = cache.batch()) are the next T tokens of every
   /// sequence; their keys and values are appended to `cache`, and the output `[N * T, E]` is
-  /// returned. Throws shape_error for a wrong x or cache, capacity_error when the cache is full.
+  /// returned (T = 0: an empty output, the cache unchanged). Throws shape_error for a wrong x or
+  /// cache, capacity_error when the cache is full.
   template <class Storage>
   Matrix<Scalar> forward(const ConstMatrixRef<Scalar>& x, KVCache<Storage>& cache, int threads = 0) const {
     DecoderWorkspace<Scalar> workspace;
@@ -203,11 +215,12 @@ class GroupedQueryAttention {
                MatrixRef<Scalar> output, int threads = 0) const {
     check_cache(cache);
     const Index N = cache.batch();
-    if (x.rows() % N != 0 || x.rows() == 0)
+    if (x.rows() % N != 0)
       MHA_THROW(shape_error, "[mha.shape] GroupedQueryAttention: x " + detail::shape_string(x.rows(), x.cols()) +
                                  " does not split into batch " + std::to_string(N));
     detail::check_shape("GroupedQueryAttention x [N * T, E]", -1, embed_dim(), x.rows(), x.cols());
     detail::check_shape("GroupedQueryAttention output", x.rows(), embed_dim(), output.rows(), output.cols());
+    if (x.rows() == 0) return;  // T = 0: nothing to append or attend, as KVCache::append
     if (!m_options.causal)
       MHA_THROW(argument_error, "[mha.argument] GroupedQueryAttention: a non-causal layer has no KV cache; call "
                                 "forward(x, batch)");
@@ -223,15 +236,19 @@ class GroupedQueryAttention {
   /// Without a cache (an encoder, or a whole sequence at once): `x [N * T, E]`, N sequences of T
   /// tokens at positions 0 .. T - 1. When `weights` is not null it receives each head's attention
   /// weights `[N * H * T, T]` (rows of batch entry n, head h start at `(n * H + h) * T`), computed
-  /// by the reference kernel (an `[T, T]` buffer per head).
+  /// by the reference kernel (an `[T, T]` buffer per head). T = 0 gives an empty output.
   Matrix<Scalar> forward(const ConstMatrixRef<Scalar>& x, Index batch = 1, int threads = 0,
                          Matrix<Scalar>* weights = nullptr) const {
-    if (batch <= 0 || x.rows() == 0 || x.rows() % batch != 0)
+    if (batch <= 0 || x.rows() % batch != 0)
       MHA_THROW(shape_error, "[mha.shape] GroupedQueryAttention: x " + detail::shape_string(x.rows(), x.cols()) +
                                  " does not split into batch " + std::to_string(batch));
     detail::check_shape("GroupedQueryAttention x [N * T, E]", -1, embed_dim(), x.rows(), x.cols());
-    DecoderWorkspace<Scalar> ws;
     Matrix<Scalar> out(x.rows(), embed_dim());
+    if (x.rows() == 0) {  // T = 0
+      if (weights) weights->resize(0, 0);
+      return out;
+    }
+    DecoderWorkspace<Scalar> ws;
     const Index T = x.rows() / batch;
     threads = num_threads(threads);
     project(x, 0, ws, threads, batch, T);
@@ -265,6 +282,10 @@ class GroupedQueryAttention {
       o.head_dim = o.embed_dim / o.num_heads;
     }
     if (o.head_dim < 0) fail("head_dim must be > 0, got " + std::to_string(o.head_dim));
+    // H d must be an Index (and then an allocation, which throws std::bad_alloc past memory).
+    if (o.head_dim > std::numeric_limits<Index>::max() / o.num_heads)
+      MHA_THROW(shape_error, "[mha.shape] GroupedQueryAttention: num_heads * head_dim = " + std::to_string(o.num_heads) +
+                                 " * " + std::to_string(o.head_dim) + " overflows a 64-bit index");
     if (o.sliding_window < 0) fail("sliding_window must be > 0 (or 0 for none), got " + std::to_string(o.sliding_window));
     if (!(o.softcap >= 0) || !std::isfinite(o.softcap)) fail("softcap must be > 0 (or 0 for none), got " + std::to_string(o.softcap));
     if (o.scale && !(std::isfinite(*o.scale) && *o.scale > 0)) fail("scale must be finite and > 0, got " + std::to_string(*o.scale));
@@ -334,14 +355,18 @@ class GroupedQueryAttention {
     detail::grow(ws.m_q, N * t, Hd);
     detail::grow(ws.m_k, N * t, Kd);
     detail::grow(ws.m_v, N * t, Kd);
-    auto q = ws.m_q.topRows(N * t);  // [N t, H d]
-    auto k = ws.m_k.topRows(N * t);  // [N t, Hkv d]
+    // Left corners: a workspace shared with a wider layer keeps its larger column count.
+    auto q = ws.m_q.topLeftCorner(N * t, Hd);  // [N t, H d]
+    auto k = ws.m_k.topLeftCorner(N * t, Kd);  // [N t, Hkv d]
     for (Index n = 0; n < N; ++n) {
       // Row blocks of one sequence: contiguous in x when t == T.
       const auto xn = x.middleRows(n * T + t0, t);
-      detail::linear_rows(xn, m_q_proj.weight_panels(), bias_of(m_q_proj), ws.m_q.middleRows(n * t, t), threads, ws.m_threads);
-      detail::linear_rows(xn, m_k_proj.weight_panels(), bias_of(m_k_proj), ws.m_k.middleRows(n * t, t), threads, ws.m_threads);
-      detail::linear_rows(xn, m_v_proj.weight_panels(), bias_of(m_v_proj), ws.m_v.middleRows(n * t, t), threads, ws.m_threads);
+      detail::linear_rows(xn, m_q_proj.weight_panels(), bias_of(m_q_proj), ws.m_q.block(n * t, 0, t, Hd), threads,
+                          ws.m_threads);
+      detail::linear_rows(xn, m_k_proj.weight_panels(), bias_of(m_k_proj), ws.m_k.block(n * t, 0, t, Kd), threads,
+                          ws.m_threads);
+      detail::linear_rows(xn, m_v_proj.weight_panels(), bias_of(m_v_proj), ws.m_v.block(n * t, 0, t, Kd), threads,
+                          ws.m_threads);
     }
     if (m_options.qk_norm) {
       rms_norm_heads(q, m_q_norm);
@@ -373,7 +398,8 @@ class GroupedQueryAttention {
                      DecoderWorkspace<Scalar>& ws, MatrixRef<Scalar> output, int threads) const {
     const Index position = cache.position();
     project(x, position, ws, threads, N, T, t0, t);
-    cache.append(ws.m_k.topRows(N * t), ws.m_v.topRows(N * t));
+    const Index Kd = num_kv_heads() * head_dim();
+    cache.append(ws.m_k.topLeftCorner(N * t, Kd), ws.m_v.topLeftCorner(N * t, Kd));
     detail::AttentionProblem<Scalar, Storage> p = problem<Storage>(N, t);
     const Index C = cache.capacity(), d = head_dim();
     p.k = detail::HeadTensor<const Storage>{cache.keys(0, 0), num_kv_heads() * C * d, C * d, d};
@@ -396,9 +422,9 @@ class GroupedQueryAttention {
                           MatrixRef<Scalar> output, int threads, Matrix<Scalar>* weights = nullptr, Index T = -1,
                           Index t0 = 0) const {
     const Index Hd = num_heads() * head_dim(), t = p.q_len, rows = p.batch * t;
-    p.q = head_view<const Scalar>(ws.m_q.data(), t, Hd);
+    p.q = head_view<const Scalar>(ws.m_q.data(), t, ws.m_q.cols());
     detail::grow(ws.m_ctx, rows, Hd);
-    p.ctx = head_view<Scalar>(ws.m_ctx.data(), t, Hd);
+    p.ctx = head_view<Scalar>(ws.m_ctx.data(), t, ws.m_ctx.cols());
     if constexpr (std::is_same<Storage, Scalar>::value) {
       if (weights)
         detail::run_reference(p, threads, ws.m_threads, weights, /*average=*/false);
@@ -408,13 +434,13 @@ class GroupedQueryAttention {
       detail::run_tiled(p, detail::TileSizes(), threads, ws.m_threads);
     }
     if (T < 0 || T == t) {
-      detail::linear_rows(ws.m_ctx.topRows(rows), m_o_proj.weight_panels(), bias_of(m_o_proj), output, threads,
-                          ws.m_threads);
+      detail::linear_rows(ws.m_ctx.topLeftCorner(rows, Hd), m_o_proj.weight_panels(), bias_of(m_o_proj), output,
+                          threads, ws.m_threads);
       return;
     }
     // A chunk of a longer call (a ring cache): a sequence's output rows are not contiguous.
     for (Index n = 0; n < p.batch; ++n)
-      detail::linear_rows(ws.m_ctx.middleRows(n * t, t), m_o_proj.weight_panels(), bias_of(m_o_proj),
+      detail::linear_rows(ws.m_ctx.block(n * t, 0, t, Hd), m_o_proj.weight_panels(), bias_of(m_o_proj),
                           output.middleRows(n * T + t0, t), threads, ws.m_threads);
   }
 

@@ -24,6 +24,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <optional>
 #include <string>
 #include <type_traits>
@@ -260,6 +261,9 @@ class RotaryEmbedding {
     check(x, heads);
     if (first_position < 0)
       detail::rope_argument_error("negative position " + std::to_string(first_position));
+    if (x.rows() > 0 && first_position > std::numeric_limits<Index>::max() - (x.rows() - 1))
+      detail::rope_argument_error("positions " + std::to_string(first_position) + " + " + std::to_string(x.rows() - 1) +
+                                  " overflow a 64-bit index");
     for (Index t = 0; t < x.rows(); ++t) rotate_row(x.row(t).data(), heads, first_position + t);
   }
 

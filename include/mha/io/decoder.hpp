@@ -19,8 +19,12 @@
 ///
 /// The shapes of a Hugging Face config (hidden_size, num_attention_heads, num_key_value_heads,
 /// head_dim) are not in the weights; the caller gives them in the options, and the loader checks
-/// every tensor against them.
+/// every tensor against them. The QK-norm weights are taken as Qwen3 stores them (the scale
+/// itself); Gemma 3 stores `scale - 1`, so add one to them after loading
+/// (`layer.set_q_norm_weight((layer.q_norm_weight().array() + 1).matrix())`, likewise k).
 
+#include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -113,7 +117,10 @@ inline RopeScaling rope_scaling_from_json(const nlohmann::json& j) {
   auto integer = [&](const char* name) {
     const auto it = j.find(name);
     if (it == j.end()) fail("\"" + type + "\" needs \"" + name + "\"");
-    if (!it->is_number_integer()) fail("\"" + std::string(name) + "\" must be an integer, got " + detail::short_dump(*it));
+    // An unsigned value past INT64_MAX would wrap to a negative one, and its message would say so.
+    if (!it->is_number_integer() ||
+        (it->is_number_unsigned() && it->get<std::uint64_t>() > std::uint64_t(std::numeric_limits<std::int64_t>::max())))
+      fail("\"" + std::string(name) + "\" must be a 64-bit integer, got " + detail::short_dump(*it));
     return static_cast<Index>(it->get<std::int64_t>());
   };
   if (type == "default") return s;
