@@ -32,9 +32,9 @@
 // chunk (1), cache_dtype = float|bf16|f16 (float: the input's precision). OUT gets attn_output
 // [N, T, E].
 //
-// Other metadata keys are descriptions and are ignored, except a key within a typo of a
-// setting's name (one edit, two for names longer than 5 letters: "sliding_windw"), which is an
-// error rather than a silently defaulted setting.
+// Other metadata keys are descriptions and are ignored, except a key one edit or one swap of
+// neighbours away from a setting of 5 letters or more ("sliding_windw", "is_casual"), which is
+// an error rather than a silently defaulted setting.
 //
 // --threads N sets the thread count (N >= 1; without it, mha's default).
 // Exit status: 0 on success, 2 for a bad command line, 1 for any other error; errors are one
@@ -81,37 +81,37 @@ struct UsageError : std::runtime_error {
 // Any other failure (exit status 1).
 [[noreturn]] void fail(const std::string& message) { throw std::runtime_error(message); }
 
-// Levenshtein distance (insertions, deletions, substitutions), case-insensitive.
+// Edit distance with adjacent transpositions (optimal string alignment: insertions, deletions,
+// substitutions, swaps of neighbours), case-insensitive.
 std::size_t edit_distance(const std::string& a, const std::string& b) {
-  auto lower = [](char c) { return static_cast<char>(std::tolower(static_cast<unsigned char>(c))); };
-  std::vector<std::size_t> row(b.size() + 1);  // distances from a's prefix to b's prefixes
-  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (std::size_t i = 1; i <= a.size(); ++i) {
-    std::size_t diagonal = row[0];
-    row[0] = i;
+  auto same = [&](std::size_t i, std::size_t j) {  // a[i - 1] vs b[j - 1]
+    return std::tolower(static_cast<unsigned char>(a[i - 1])) == std::tolower(static_cast<unsigned char>(b[j - 1]));
+  };
+  // dist[i][j]: between a's first i and b's first j characters.
+  std::vector<std::vector<std::size_t>> dist(a.size() + 1, std::vector<std::size_t>(b.size() + 1));
+  for (std::size_t i = 0; i <= a.size(); ++i) dist[i][0] = i;
+  for (std::size_t j = 0; j <= b.size(); ++j) dist[0][j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i)
     for (std::size_t j = 1; j <= b.size(); ++j) {
-      const std::size_t above = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (lower(a[i - 1]) != lower(b[j - 1]))});
-      diagonal = above;
+      dist[i][j] = std::min({dist[i - 1][j] + 1, dist[i][j - 1] + 1, dist[i - 1][j - 1] + (same(i, j) ? 0 : 1)});
+      if (i > 1 && j > 1 && same(i, j - 1) && same(i - 1, j)) dist[i][j] = std::min(dist[i][j], dist[i - 2][j - 2] + 1);
     }
-  }
-  return row[b.size()];
+  return dist[a.size()][b.size()];
 }
 
-// Metadata keys that are not settings are descriptions (a fixture's "case", safetensors'
-// "format") and are ignored, except one within a typo of a setting's name, which stops the run:
-// a misspelt "sliding_windw" would otherwise run without the window and exit 0. A typo is one
-// edit of a name of up to 5 letters ("case" is not "scale"), two of a longer one.
+// Metadata keys that are not settings are descriptions (a fixture's "case", "model",
+// safetensors' "format") and are ignored, except one a single edit or swap away from a setting
+// of 5 letters or more, which stops the run: a misspelt "sliding_windw" or "is_casual" would
+// otherwise run with the default and exit 0. Shorter settings ("mode", "rope") are left out:
+// one edit from them is another word ("model", "code").
 void reject_misspelt_settings(const SafetensorsFile& file, std::initializer_list<const char*> settings) {
   for (const auto& entry : file.metadata()) {
     const std::string& key = entry.first;
     if (std::any_of(settings.begin(), settings.end(), [&](const char* s) { return key == s; })) continue;
-    for (const char* setting : settings) {
-      const std::size_t shorter = std::min(key.size(), std::string(setting).size());
-      if (edit_distance(key, setting) <= (shorter <= 5 ? 1u : 2u))
+    for (const char* setting : settings)
+      if (std::string(setting).size() >= 5 && edit_distance(key, setting) <= 1)
         fail("metadata " + mha::io::detail::quoted(key) + " is not a setting; did you mean " +
              mha::io::detail::quoted(setting) + "?");
-    }
   }
 }
 
@@ -481,8 +481,8 @@ int main(int argc, char** argv) {
   } catch (const UsageError& e) {
     return report(e.what(), 2);
   } catch (const std::bad_alloc&) {
-    return report("out of memory: the file's shapes or settings (e.g. sliding_window, which sizes the KV cache, "
-                  "or head_dim) need more memory than this machine has",
+    return report("out of memory: the file's shapes or settings (in decoder mode sliding_window, which sizes the "
+                  "KV cache, and head_dim) need more memory than this machine has",
                   1);
   } catch (const std::exception& e) {
     return report(e.what(), 1);

@@ -209,6 +209,19 @@ TEST_CASE("mha-run decoder mode: one-line errors for bad metadata and tensors", 
   fails_with(with("sliding_window", "-2"), "metadata sliding_window: expected an integer >= 0");
   fails_with(with("softcap", "-1"), "metadata softcap: expected c > 0 (or 0 for none), got \"-1\"");
   fails_with(with("sliding_windw", "4"), "metadata \"sliding_windw\" is not a setting; did you mean \"sliding_window\"?");
+  fails_with(with("cahce_dtype", "bf16"), "did you mean \"cache_dtype\"?");  // two letters swapped
+  {  // Descriptions stay descriptions, also one letter from a short setting ("model" / "mode").
+    SafetensorsFile f = with("model", "Qwen/Qwen3-0.6B");
+    f.metadata()["format"] = "pt";
+    f.metadata()["profile"] = "x";  // two edits from "prefill"
+    const auto in = io_test::temp_path("decoder_described"), out = io_test::temp_path("decoder_described_out");
+    mha::io::write_safetensors(in, f);
+    const io_test::RunResult r = io_test::run_mha_run({in.string(), out.string()});
+    std::filesystem::remove(in);
+    std::filesystem::remove(out);
+    INFO("stderr: " << r.err);
+    CHECK(r.status == 0);
+  }
   fails_with(with("Num_Heads", "4"), "did you mean \"num_heads\"?");
   fails_with(with("qk_norm_eps", "1e-5"), "metadata qk_norm_eps is given but the file has no q_norm.weight / k_norm.weight");
   fails_with(with("softcap", "x"), "metadata softcap: expected a finite number");

@@ -269,7 +269,8 @@ TEST_CASE("mha-run: errors exit non-zero with one line on stderr", "[io][mha-run
                 "metadata is_causal: expected \"true\" or \"false\", got \"yes\"");
     check_fails({input([](SafetensorsFile& f) { f.metadata()["need_weights"] = "True"; }), out.string()}, 1,
                 "metadata need_weights: expected \"true\" or \"false\", got \"True\"");
-    // A misspelt setting is an error; a description ("note") is not.
+    // A misspelt setting (here two letters swapped) is an error; descriptions are not (the
+    // fixtures carry "case" and "generator"; "model" is one letter from "mode").
     check_fails({input([](SafetensorsFile& f) { f.metadata()["is_casual"] = "true"; }), out.string()}, 1,
                 "metadata \"is_casual\" is not a setting; did you mean \"is_causal\"?");
     check_fails({input([](SafetensorsFile& f) { f.metadata().erase("num_heads"); }), out.string()}, 1,

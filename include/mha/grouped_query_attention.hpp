@@ -220,10 +220,10 @@ class GroupedQueryAttention {
                                  " does not split into batch " + std::to_string(N));
     detail::check_shape("GroupedQueryAttention x [N * T, E]", -1, embed_dim(), x.rows(), x.cols());
     detail::check_shape("GroupedQueryAttention output", x.rows(), embed_dim(), output.rows(), output.cols());
-    if (x.rows() == 0) return;  // T = 0: nothing to append or attend, as KVCache::append
     if (!m_options.causal)
       MHA_THROW(argument_error, "[mha.argument] GroupedQueryAttention: a non-causal layer has no KV cache; call "
                                 "forward(x, batch)");
+    if (x.rows() == 0) return;  // T = 0: nothing to append or attend, as KVCache::append
     const Index T = x.rows() / N;
     // A ring keeps W - 1 + chunk keys: longer calls go through in chunks it can hold.
     const Index chunk = cache.mode() == KVCacheMode::ring ? cache.capacity() - m_options.sliding_window + 1 : T;

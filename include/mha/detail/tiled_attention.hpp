@@ -157,7 +157,9 @@ void attend_tile(const AttentionProblem<Scalar, KV>& p, const TileTask& task, co
         continue;
       }
       // exp(-inf) = 0 on the first allowed block; an unchanged max (most blocks of a long row)
-      // rescales by exactly 1, which the multiplication below then skips.
+      // rescales by exactly 1, which the multiplication below then skips. (A max that stays +inf
+      // skips the NaN of exp(inf - inf): the block that brought the +inf already made the sum
+      // and acc NaN.)
       rescale[r] = new_max == row_max[r] ? Scalar(1) : std::exp(row_max[r] - new_max);
       row_max[r] = new_max;
       row_sum[r] = row_sum[r] * rescale[r] + exp_shifted_sum(row, width, new_max);
