@@ -147,8 +147,8 @@ void attend_tile(const AttentionProblem<Scalar, KV>& p, const TileTask& task, co
   // `multiply_values` add the block's P V into acc.
   auto fold = [&](Block& s, Index width, auto&& multiply_values) {
     for (Index r = 0; r < M; ++r) {
-      // Raw rows, not Eigen blocks: a decode step folds a block of a few keys at a time, and
-      // building a Block per row stalled on store-to-load forwarding (perf annotate).
+      // Raw rows, not an Eigen Block per row: copying the Block objects stalled on store-to-load
+      // forwarding (perf annotate), most visibly with narrow key tiles.
       Scalar* row = s.data() + r * ld;
       const Scalar new_max = max_propagate_nan(row_max[r], row_max_nan(row, width));
       if (new_max == neg_inf) {  // nothing allowed in this row so far: nothing to fold
